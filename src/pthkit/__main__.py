@@ -1,0 +1,3 @@
+from pthkit.cli.main import entrypoint
+
+entrypoint()

@@ -1,0 +1,1 @@
+"""pthkit's command-line interface: thin typer commands over the Python API."""
