@@ -64,3 +64,41 @@ class Checkpoint:
             "metadata": dict(self.metadata),
             "shared": [list(g) for g in self.shared],
         }
+
+
+@dataclass
+class ScanReport:
+    """What :func:`pthkit.checkpoint.scan_file` found, without executing anything from the file.
+
+    ``verdict`` is ``"safe"`` only when every global the file's pickles reference is a pure-data rebuilder (torch tensor
+    and storage rebuild helpers, ``collections.OrderedDict``, NumPy array/scalar/dtype rebuilders) and the container is
+    intact. Unknown classes, TorchScript code, unparseable pickles and damaged archives give ``"needs-trust"``; globals
+    that can run commands or code (``os.system``, ``builtins.exec``, ``importlib`` …) and structural tricks (pickle FRAME
+    overruns, duplicate or path-traversal zip members, unresolvable ``STACK_GLOBAL``) give ``"malicious-looking"``.
+    """
+
+    path: Path
+    format: str
+    verdict: Verdict
+    globals: list[str] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when the verdict is ``"safe"`` (what a CI gate wants)."""
+        return self.verdict == "safe"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "verdict": self.verdict,
+            "ok": self.ok,
+            "globals": list(self.globals),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def __str__(self) -> str:
+        lines = [f"{self.path}: {self.verdict} ({self.format})"]
+        lines += [f"  [{f.severity}] {f.kind}: {f.detail}" for f in self.findings if f.severity != "info"]
+        return "\n".join(lines)

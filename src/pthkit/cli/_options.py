@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -28,3 +28,21 @@ ArchKwargsOpt = Annotated[
     typer.Option("--arch-kwargs", help="Constructor arguments for --arch, key=value (value parsed as Python literal)."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")]
+
+# The same choices as ``read_checkpoint(select=...)``; kept here because importing ``pthkit.checkpoint`` imports torch.
+SelectMode = Literal["auto", "raw", "ema"]
+SelectOpt = Annotated[
+    SelectMode,
+    typer.Option(
+        "--select",
+        help="Which weights to use when the file holds several (raw and EMA): "
+        "auto (pthkit chooses and says which), raw, ema.",
+    ),
+]
+NoStripPrefixOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-strip-prefix",
+        help="Keep wrapper prefixes (module., model., _orig_mod.) in tensor names instead of removing them.",
+    ),
+]

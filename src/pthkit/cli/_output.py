@@ -12,8 +12,8 @@ from typing import Any
 
 from rich.console import Console
 
-console = Console(highlight=False, soft_wrap=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
 def _default(obj: Any) -> Any:
@@ -42,5 +42,7 @@ def print_json(obj: Any, *, indent: int | None = 2) -> None:
 
 
 def warn(message: str) -> None:
-    """A one-line warning on stderr."""
-    err_console.print(f"[yellow]Warning:[/yellow] {message}", markup=True)
+    """A one-line warning on stderr (never wrapped; the message is plain text, not rich markup)."""
+    from rich.markup import escape
+
+    err_console.print(f"[yellow]Warning:[/yellow] {escape(message)}", markup=True, soft_wrap=True)

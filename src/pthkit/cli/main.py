@@ -17,6 +17,11 @@ from pthkit.errors import PthkitError
 
 DEBUG_ENV = "PTHKIT_DEBUG"
 
+
+def _debug() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 app = typer.Typer(
     name="pthkit",
     help="Make a pretrained PyTorch weights file usable: inspect, scan, identify, load, predict, fine-tune, bundle.",
@@ -24,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=f"Errors print one line; set {DEBUG_ENV}=1 to see the traceback.",
 )
 
 # Each module defines ``register(app)``. Order is the order of `pthkit --help`.
@@ -34,12 +40,55 @@ _COMMAND_MODULES = (
     "pthkit.cli.train_cmds",  # finetune, evaluate, bundle
 )
 
-for _name in _COMMAND_MODULES:
-    import_module(_name).register(app)
+
+def _register_all() -> None:
+    """Register every command module that is installed.
+
+    A command module that does not exist at all (``ModuleNotFoundError`` naming exactly that module) is skipped, so a
+    partial install or a checkout in progress still runs the other commands. Any other import failure — including a
+    missing module *inside* an existing command module — is a real bug and propagates.
+    """
+    for name in _COMMAND_MODULES:
+        try:
+            module = import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            if _debug():
+                print(f"pthkit: command module {name} is not installed; its commands are unavailable", file=sys.stderr)
+            continue
+        module.register(app)
 
 
-def _debug() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+_register_all()
+
+
+def _cli_exception_exit_code(err: Exception) -> int | None:
+    """Handle the CLI framework's own exceptions (usage errors, Exit, Abort); None for anything else.
+
+    typer >= 0.2x vendors click (``typer.TyperException`` is the base of its usage errors) while older typer uses
+    click itself, so both families are recognised.
+    """
+    usage_types: list[type] = [typer.TyperException]
+    exit_types: list[type] = [typer.Exit]
+    abort_types: list[type] = [typer.Abort]
+    try:
+        import click
+
+        usage_types.append(click.ClickException)
+        exit_types.append(click.exceptions.Exit)
+        abort_types.append(click.exceptions.Abort)
+    except ImportError:  # pragma: no cover - click is optional with newer typer
+        pass
+    if isinstance(err, tuple(exit_types)):
+        return int(getattr(err, "exit_code", 1))
+    if isinstance(err, tuple(usage_types)):
+        err.show()  # type: ignore[attr-defined]  # "Usage: … / Error: …" from the framework
+        return int(getattr(err, "exit_code", 2))
+    if isinstance(err, tuple(abort_types)):
+        print("Aborted.", file=sys.stderr)
+        return 1
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,29 +98,32 @@ def main(argv: list[str] | None = None) -> int:
     except PthkitError as err:
         if _debug():
             raise
+        # Exactly one line: what was received, what was expected, what to do (the message says all three).
         print(f"Error: {err}", file=sys.stderr)
-        print(f"(set {DEBUG_ENV}=1 for the traceback)", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
         return 130
-    except SystemExit as exc:  # typer.Exit inside commands
+    except BrokenPipeError:
+        # `pthkit inspect --json | head`: the reader went away. Point stdout at devnull so the interpreter's final
+        # flush does not raise again, and exit quietly (what the Python docs recommend for SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except SystemExit as exc:  # sys.exit inside commands
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as err:  # noqa: BLE001 - the CLI never shows a raw traceback unless asked
-        import click
-
-        if isinstance(err, click.exceptions.Exit):
-            return err.exit_code
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
-        if isinstance(err, click.exceptions.Abort):
-            print("Aborted.", file=sys.stderr)
-            return 1
+        code = _cli_exception_exit_code(err)
+        if code is not None:
+            return code
         if _debug():
             raise
-        print(f"Error: unexpected {type(err).__name__}: {' '.join(str(err).split())}", file=sys.stderr)
-        print(f"(this is a bug in pthkit; set {DEBUG_ENV}=1 for the traceback and report it)", file=sys.stderr)
+        message = " ".join(str(err).split())
+        print(
+            f"Error: unexpected {type(err).__name__}: {message} (a bug in pthkit; set {DEBUG_ENV}=1 for the traceback"
+            " and report it)",
+            file=sys.stderr,
+        )
         return 1
     return result if isinstance(result, int) else 0
 

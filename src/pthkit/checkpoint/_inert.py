@@ -1,0 +1,589 @@
+"""An unpickler that never imports or calls anything a file names.
+
+Why hand-written: ``torch.load(weights_only=True)`` refuses a checkpoint as soon as it names one class it does not
+know (``argparse.Namespace``, a custom ``nn.Module``, omegaconf …), and ``weights_only=False`` runs whatever the file
+says. This unpickler sits in between: the pure-data rebuilders of :mod:`pthkit.checkpoint._policy` are re-implemented
+here (tensor rebuild with bounds checks, NumPy arrays from raw bytes), and every other global becomes an
+:class:`InertObject` subclass that only records its class path, arguments and state.
+
+It subclasses the pure-Python :class:`pickle._Unpickler` so that ``BUILD``, ``REDUCE`` and ``NEWOBJ`` can be
+restricted too (the C unpickler calls ``__setstate__`` of whatever is on the stack).
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+from collections import Counter, OrderedDict
+from typing import Any, BinaryIO, Callable, Protocol
+
+import numpy as np
+import torch
+
+from pthkit.checkpoint._policy import dtype_names, normalize_global, storage_dtypes
+from pthkit.errors import BudgetExceededError, CorruptCheckpointError, UnsupportedFormatError
+
+MAX_DEPTH = 200
+MAX_DIMS = 64
+_QUANTIZED = {torch.qint8, torch.qint32, torch.quint8, torch.quint4x2, torch.quint2x4}
+
+
+class StorageProvider(Protocol):
+    """Gives the bytes of a storage record as a 1-D tensor of ``dtype`` with ``numel`` elements (sizes checked)."""
+
+    def get(self, key: str, dtype: torch.dtype, numel: int) -> torch.Tensor: ...
+
+
+class InertObject:
+    """Stand-in for an object of a class named by the file. Records arguments and state; runs nothing."""
+
+    __pthkit_class__ = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "InertObject":
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "_pk", {"args": args, "kwargs": kwargs, "state": None, "items": [], "setitems": {}})
+        return obj
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args and not self._pk["args"]:
+            self._pk["args"] = args
+
+    def __setstate__(self, state: Any) -> None:
+        self._pk["state"] = state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> "InertObject":
+        return inert_class(self.__pthkit_class__ + "()")(*args, **kwargs)
+
+    def append(self, item: Any) -> None:
+        self._pk["items"].append(item)
+
+    def extend(self, items: Any) -> None:
+        self._pk["items"].extend(items)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._pk["setitems"][key] = value
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __repr__(self) -> str:
+        return f"<inert {self.__pthkit_class__}>"
+
+    @property
+    def pthkit_class(self) -> str:
+        return self.__pthkit_class__
+
+    @property
+    def pthkit_args(self) -> tuple:
+        return self._pk["args"]
+
+    @property
+    def pthkit_state(self) -> Any:
+        return self._pk["state"]
+
+    @property
+    def pthkit_items(self) -> list:
+        return self._pk["items"]
+
+    @property
+    def pthkit_setitems(self) -> dict:
+        return self._pk["setitems"]
+
+
+_INERT_CLASSES: dict[str, type[InertObject]] = {}
+
+
+def inert_class(qualified: str) -> type[InertObject]:
+    """A (cached) placeholder class for ``qualified``; its name is data, nothing is imported."""
+    cls = _INERT_CLASSES.get(qualified)
+    if cls is None:
+        cls = type("Inert", (InertObject,), {"__pthkit_class__": qualified})
+        _INERT_CLASSES[qualified] = cls
+    return cls
+
+
+class _Marker:
+    """A named value standing for a type the file refers to (``torch.Tensor``, a storage class …)."""
+
+    def __init__(self, name: str, dtype: torch.dtype | None = None) -> None:
+        self.name, self.dtype = name, dtype
+
+    def __repr__(self) -> str:
+        return f"<{self.name}>"
+
+
+TENSOR_TYPE = _Marker("torch.Tensor")
+PARAMETER_TYPE = _Marker("torch.nn.parameter.Parameter")
+NDARRAY_TYPE = _Marker("numpy.ndarray")
+
+
+class NumpyArrayBuilder:
+    """``numpy.core.multiarray._reconstruct`` result: the array is built from raw bytes at ``BUILD`` time."""
+
+    def __init__(self) -> None:
+        self.array: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise CorruptCheckpointError("numpy array state: received a malformed state; expected 5 fields.")
+        _version, shape, dtype, fortran, raw = state
+        dtype = dtype.dtype if isinstance(dtype, NumpyDtypeBuilder) else dtype
+        if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(raw, (bytes, bytearray)):
+            self.array = inert_class("numpy.ndarray[object]")()
+            return
+        shape = _int_tuple(shape, "numpy array shape")
+        count = math.prod(shape)
+        if count * dtype.itemsize != len(raw):
+            raise CorruptCheckpointError.build(
+                "numpy array", received=f"{len(raw)} bytes", expected=f"{count * dtype.itemsize} bytes for {shape} {dtype}",
+                hint="The file is damaged.",
+            )
+        arr = np.frombuffer(bytes(raw), dtype=dtype).reshape(shape, order="F" if fortran else "C")
+        self.array = arr.copy()
+
+
+_DTYPE_SPEC = re.compile(r"^[<>|=]?[a-zA-Z]\d*$")
+
+
+class NumpyDtypeBuilder:
+    """``numpy.dtype(spec, align, copy)``: only simple specs such as ``"f8"``/``"i4"``, byte order from ``BUILD``."""
+
+    def __init__(self, spec: Any, *_: Any) -> None:
+        if not isinstance(spec, str) or not _DTYPE_SPEC.match(spec) or spec.lstrip("<>|=")[:1] in ("O", "V"):
+            self.dtype: Any = None
+            return
+        try:
+            self.dtype = np.dtype(spec)
+        except TypeError:
+            self.dtype = None
+
+    def __setstate__(self, state: Any) -> None:
+        if self.dtype is not None and isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
+        if isinstance(state, tuple) and len(state) >= 5 and (state[3] is not None or state[4] is not None):
+            self.dtype = None  # structured dtype: not rebuilt
+
+
+def _numpy_scalar(dtype: Any, raw: Any = None) -> Any:
+    dt = dtype.dtype if isinstance(dtype, NumpyDtypeBuilder) else dtype
+    if not isinstance(dt, np.dtype) or dt.hasobject or not isinstance(raw, (bytes, bytearray)) or len(raw) != dt.itemsize:
+        return inert_class("numpy.generic")(raw)
+    return np.frombuffer(bytes(raw), dtype=dt)[0].item()
+
+
+def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    if isinstance(value, torch.Size):
+        value = tuple(value)
+    if not isinstance(value, (tuple, list)) or len(value) > MAX_DIMS:
+        raise CorruptCheckpointError.build(what, received=_short(value), expected=f"a tuple of at most {MAX_DIMS} ints")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise CorruptCheckpointError.build(what, received=_short(value), expected="non-negative integers")
+        out.append(v)
+    return tuple(out)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def make_tensor(storage: Any, offset: Any, size: Any, stride: Any) -> torch.Tensor:
+    """``storage.as_strided(size, stride, offset)`` after checking it stays inside the storage (before any copy)."""
+    if not isinstance(storage, torch.Tensor):
+        raise CorruptCheckpointError.build(
+            "tensor record", received=f"a tensor built on {type(storage).__name__}", expected="a storage record"
+        )
+    size_t = _int_tuple(size, "tensor size")
+    stride_t = _int_tuple(stride, "tensor stride")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0 or len(size_t) != len(stride_t):
+        raise CorruptCheckpointError.build(
+            "tensor record", received=f"offset {offset!r}, size {size_t}, stride {stride_t}",
+            expected="a non-negative offset and one stride per dimension",
+        )
+    if math.prod(size_t) == 0:
+        return torch.empty(size_t, dtype=storage.dtype)
+    last = offset + sum((s - 1) * st for s, st in zip(size_t, stride_t))
+    if last >= storage.numel():
+        raise CorruptCheckpointError.build(
+            "tensor record",
+            received=f"a tensor of size {list(size_t)} reaching element {last + 1}",
+            expected=f"at most the {storage.numel()} elements its storage record holds",
+            hint="The file is damaged or was crafted: the declared tensor size is larger than the stored data.",
+        )
+    return storage.as_strided(size_t, stride_t, storage.storage_offset() + offset)
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    return make_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return make_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
+    if not isinstance(storage, torch.Tensor) or not isinstance(dtype, torch.dtype):
+        raise CorruptCheckpointError("tensor record: received a malformed _rebuild_tensor_v3 call; expected a storage and a dtype.")
+    if dtype != storage.dtype:
+        if storage.dtype != torch.uint8 or storage.numel() % max(1, dtype.itemsize):
+            raise CorruptCheckpointError("tensor record: received a storage whose size does not fit its dtype; expected whole elements.")
+        storage = storage.view(dtype) if storage.numel() else torch.empty(0, dtype=dtype)
+    return make_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
+    if not isinstance(data, torch.Tensor):
+        raise CorruptCheckpointError("parameter record: received a parameter without tensor data; expected a tensor.")
+    return data
+
+
+def _rebuild_meta(dtype, size, stride, requires_grad=False):
+    if not isinstance(dtype, torch.dtype):
+        raise CorruptCheckpointError("meta tensor record: received no dtype; expected a torch dtype.")
+    return torch.empty_strided(_int_tuple(size, "tensor size"), _int_tuple(stride, "tensor stride"), dtype=dtype, device="meta")
+
+
+def _rebuild_device_from_cpu(data, dtype, device=None, requires_grad=False):
+    if not isinstance(data, torch.Tensor) or not isinstance(dtype, torch.dtype):
+        raise CorruptCheckpointError("device tensor record: received malformed data; expected a tensor and a dtype.")
+    return data.to(dtype)  # kept on the CPU
+
+
+def _rebuild_device_from_numpy(data, dtype, device=None, requires_grad=False):
+    array = data.array if isinstance(data, NumpyArrayBuilder) else data
+    if not isinstance(array, np.ndarray) or not isinstance(dtype, torch.dtype):
+        raise CorruptCheckpointError("device tensor record: received malformed data; expected an array and a dtype.")
+    return torch.from_numpy(array).to(dtype)
+
+
+def _not_rebuilt(kind: str) -> Callable[..., Any]:
+    def refuse(*_: Any) -> Any:
+        # Handled by torch.load(weights_only=True) instead (reader.py falls back on UnsupportedFormatError).
+        raise UnsupportedFormatError(f"{kind} tensors: received a kind of tensor pthkit does not rebuild inertly; expected dense tensors.")
+
+    return refuse
+
+
+_LAYOUTS = {str(v): v for v in (torch.strided, torch.sparse_coo, torch.sparse_csr, torch.sparse_csc, torch.sparse_bsr, torch.sparse_bsc)}
+
+
+def _get_layout(name):
+    if name not in _LAYOUTS:
+        raise CorruptCheckpointError(f"layout: received {_short(name)}; expected a torch layout name.")
+    return _LAYOUTS[name]
+
+
+def _identity(value, *_):
+    return value
+
+
+def _size(*args):
+    return _int_tuple(args[0] if args else (), "torch.Size")
+
+
+def _device(*args):
+    if not args or not all(isinstance(a, (str, int)) and not isinstance(a, bool) for a in args):
+        raise CorruptCheckpointError("torch.device: received malformed arguments; expected a device name.")
+    return torch.device(*args)
+
+
+def _codecs_encode(text, encoding="utf-8", *_):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise CorruptCheckpointError("_codecs.encode: received an unexpected call; expected latin-1 text.")
+    return text.encode("latin1")
+
+
+def _safe_builtin(kind: type) -> Callable[..., Any]:
+    def build(*args: Any) -> Any:
+        if kind in (bytes, bytearray) and args and not isinstance(args[0], (bytes, bytearray, str, list, tuple)):
+            raise CorruptCheckpointError(f"builtins.{kind.__name__}: received {_short(args[0])}; expected data.")
+        if kind in (bytes, bytearray) and args and isinstance(args[0], str):
+            return kind(args[0], *(a for a in args[1:2] if a in ("latin1", "latin-1", "utf-8", "ascii")))
+        if kind is int and args and isinstance(args[0], str) and len(args[0]) > 4300:
+            raise CorruptCheckpointError("builtins.int: received a huge literal; expected a number.")
+        return kind(*args)
+
+    build.__name__ = f"safe_{kind.__name__}"
+    return build
+
+
+def _reconstructor(cls, base, state=None):
+    if isinstance(cls, type) and issubclass(cls, InertObject):
+        return cls()
+    if cls is OrderedDict:
+        return OrderedDict()
+    return inert_class("copyreg._reconstructor()")(cls, base, state)
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    if func not in _SAFE_FUNCTIONS:
+        raise CorruptCheckpointError("tensor subclass record: received an unknown rebuild function; expected a torch rebuild helper.")
+    return func(*args)
+
+
+_SAFE_BUILTINS = {
+    name: _safe_builtin(kind)
+    for name, kind in {
+        "set": set, "frozenset": frozenset, "bytearray": bytearray, "complex": complex, "slice": slice, "int": int,
+        "float": float, "bool": bool, "str": str, "bytes": bytes, "tuple": tuple, "list": list, "dict": dict,
+    }.items()
+}
+
+_FIXED: dict[str, Any] = {
+    "collections.OrderedDict": OrderedDict,
+    "torch._utils._rebuild_tensor": _rebuild_tensor,
+    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+    "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+    "torch._utils._rebuild_meta_tensor_no_storage": _rebuild_meta,
+    "torch._utils._rebuild_device_tensor_from_cpu_tensor": _rebuild_device_from_cpu,
+    "torch._utils._rebuild_device_tensor_from_numpy": _rebuild_device_from_numpy,
+    "torch._utils._rebuild_qtensor": _not_rebuilt("quantized"),
+    "torch._utils._rebuild_sparse_tensor": _not_rebuilt("sparse"),
+    "torch._utils._rebuild_nested_tensor": _not_rebuilt("nested"),
+    "torch._utils._rebuild_wrapper_subclass": _not_rebuilt("subclass"),
+    "torch.serialization._get_layout": _get_layout,
+    "collections.Counter": Counter,
+    "torch.Tensor": TENSOR_TYPE,
+    "torch.nn.parameter.Parameter": PARAMETER_TYPE,
+    "torch.Size": _size,
+    "torch.device": _device,
+    "torch.UntypedStorage": _Marker("torch.UntypedStorage", torch.uint8),
+    "torch.storage.UntypedStorage": _Marker("torch.UntypedStorage", torch.uint8),
+    "_codecs.encode": _codecs_encode,
+    "torch.jit._pickle.build_intlist": _identity,
+    "torch.jit._pickle.build_tensorlist": _identity,
+    "torch.jit._pickle.build_doublelist": _identity,
+    "torch.jit._pickle.build_boollist": _identity,
+    "torch.jit._pickle.restore_type_tag": _identity,
+    "numpy.core.multiarray._reconstruct": lambda cls, shape, typecode: NumpyArrayBuilder(),
+    "numpy._core.multiarray._reconstruct": lambda cls, shape, typecode: NumpyArrayBuilder(),
+    "numpy.ndarray": NDARRAY_TYPE,
+    "numpy.dtype": NumpyDtypeBuilder,
+    "numpy.core.multiarray.scalar": _numpy_scalar,
+    "numpy._core.multiarray.scalar": _numpy_scalar,
+    "copyreg._reconstructor": _reconstructor,
+    **{f"builtins.{k}": v for k, v in _SAFE_BUILTINS.items()},
+}
+_SAFE_FUNCTIONS = frozenset(v for v in _FIXED.values() if callable(v) and not isinstance(v, type)) | {
+    _rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter,
+}
+_SAFE_NEWOBJ_TYPES = (OrderedDict, NumpyDtypeBuilder)
+
+
+class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
+    """Unpickle without importing or calling anything the file names (see the module docstring).
+
+    ``storages`` resolves persistent ids; ``nested`` reads the bytes of ``torch.storage._load_from_bytes``.
+    After :meth:`load`, ``globals_seen`` lists every global the stream named.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+
+    def __init__(
+        self,
+        file: BinaryIO,
+        storages: StorageProvider | None,
+        *,
+        nested: Callable[[bytes], Any] | None = None,
+    ) -> None:
+        super().__init__(file, encoding="latin1")
+        self._storages = storages
+        self._nested = nested
+        self._cache: dict[str, torch.Tensor] = {}
+        self.globals_seen: list[str] = []
+        self.notes: list[str] = []
+
+    # -- globals -------------------------------------------------------------------------------------------------
+    def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - see class docstring
+        qualified = normalize_global(str(module), str(name))
+        if qualified not in self.globals_seen:
+            self.globals_seen.append(qualified)
+        fixed = _FIXED.get(qualified)
+        if fixed is not None:
+            return fixed
+        if qualified == "torch.storage._load_from_bytes":
+            return self._load_from_bytes
+        mod, _, attr = qualified.rpartition(".")
+        if mod == "torch" and attr.endswith("Storage") and attr in storage_dtypes():
+            dtype = storage_dtypes()[attr]
+            return _Marker(qualified, None if dtype in _QUANTIZED else dtype)
+        if mod == "torch" and attr in dtype_names():
+            return dtype_names()[attr]
+        return inert_class(qualified)
+
+    def _load_from_bytes(self, data: Any) -> Any:
+        if not isinstance(data, (bytes, bytearray)) or self._nested is None:
+            raise CorruptCheckpointError("torch.storage._load_from_bytes: received no bytes; expected a nested torch.save archive.")
+        return self._nested(bytes(data))
+
+    # -- storages ------------------------------------------------------------------------------------------------
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) >= 2 and pid[0] == "module":
+            return pid[1]  # legacy format: the class of a pickled nn.Module (an inert placeholder)
+        if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
+            raise CorruptCheckpointError.build(
+                "storage reference", received=_short(pid), expected="('storage', type, key, location, numel)"
+            )
+        _, kind, key, _location, numel = pid[:5]
+        if not isinstance(kind, _Marker) or kind.dtype is None:
+            raise UnsupportedFormatError.build(
+                "storage reference", received=f"storage type {_short(kind)}", expected="a torch storage type",
+                hint="Quantized and custom storages are not supported.",
+            )
+        if not isinstance(key, (str, int)) or isinstance(numel, bool) or not isinstance(numel, int) or numel < 0:
+            raise CorruptCheckpointError.build("storage reference", received=_short(pid), expected="a key and a size")
+        if self._storages is None:
+            raise CorruptCheckpointError("storage reference: received a storage in a plain pickle; expected none.")
+        cache_key = f"{key}:{kind.dtype}"
+        if cache_key not in self._cache:
+            self._cache[cache_key] = self._storages.get(str(key), kind.dtype, numel)
+        storage = self._cache[cache_key]
+        if len(pid) == 6 and pid[5] is not None:  # legacy view: (view_key, offset, size)
+            view = pid[5]
+            if not (isinstance(view, tuple) and len(view) == 3):
+                raise CorruptCheckpointError("storage view: received a malformed view; expected (key, offset, size).")
+            _, off, size = view
+            return make_tensor(storage, off, (size,), (1,))
+        if storage.numel() < numel:
+            raise CorruptCheckpointError("storage record: received fewer elements than declared.")
+        return storage[:numel]
+
+    # -- opcodes that would call or mutate arbitrary objects -------------------------------------------------------
+    def _check_callable(self, func: Any) -> None:
+        if func in _SAFE_FUNCTIONS or func is OrderedDict or func is Counter or func is NumpyDtypeBuilder or func == self._load_from_bytes:
+            return
+        if isinstance(func, InertObject) or (isinstance(func, type) and issubclass(func, InertObject)):
+            return
+        raise CorruptCheckpointError.build(
+            "pickle", received=f"a call of {_short(func)}", expected="calls of data rebuilders only",
+            hint="The file is malformed or crafted.",
+        )
+
+    def load_reduce(self) -> None:
+        stack = self.stack
+        args = stack.pop()
+        func = stack[-1]
+        self._check_callable(func)
+        if not isinstance(args, tuple):
+            raise CorruptCheckpointError("pickle: received a REDUCE without an argument tuple; expected a tuple.")
+        stack[-1] = func(*args)
+
+    dispatch[pickle.REDUCE[0]] = load_reduce
+
+    def load_newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if not (isinstance(cls, type) and (issubclass(cls, InertObject) or cls in _SAFE_NEWOBJ_TYPES)):
+            raise CorruptCheckpointError.build(
+                "pickle", received=f"NEWOBJ of {_short(cls)}", expected="a class named by the file"
+            )
+        self.append(cls.__new__(cls, *args) if cls is not NumpyDtypeBuilder else cls(*args))
+
+    dispatch[pickle.NEWOBJ[0]] = load_newobj
+
+    def load_newobj_ex(self) -> None:
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if not (isinstance(cls, type) and issubclass(cls, InertObject)):
+            raise CorruptCheckpointError.build(
+                "pickle", received=f"NEWOBJ_EX of {_short(cls)}", expected="a class named by the file"
+            )
+        self.append(cls.__new__(cls, *args, **(kwargs if isinstance(kwargs, dict) else {})))
+
+    dispatch[pickle.NEWOBJ_EX[0]] = load_newobj_ex
+
+    def _instantiate(self, klass: Any, args: Any) -> None:
+        self._check_callable(klass)
+        self.append(klass(*args))
+
+    def load_build(self) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        if isinstance(inst, (InertObject, NumpyArrayBuilder, NumpyDtypeBuilder)):
+            inst.__setstate__(state)
+        elif isinstance(inst, torch.Tensor):
+            self.notes.append("tensor state in the file was ignored")
+        elif isinstance(inst, OrderedDict) and isinstance(state, dict):
+            pass  # e.g. state_dict's _metadata attribute: not needed
+        else:
+            self.notes.append(f"state for {type(inst).__name__} ignored")
+
+    dispatch[pickle.BUILD[0]] = load_build
+
+
+def unpickle(
+    stream: BinaryIO, storages: StorageProvider | None, *, nested: Callable[[bytes], Any] | None = None
+) -> tuple[Any, InertUnpickler]:
+    """Unpickle one object inertly; every failure becomes :class:`CorruptCheckpointError`."""
+    up = InertUnpickler(stream, storages, nested=nested)
+    try:
+        obj = up.load()
+    except (CorruptCheckpointError, BudgetExceededError, UnsupportedFormatError):
+        raise
+    except RecursionError as err:
+        raise BudgetExceededError("pickle: received nesting too deep to read; expected a checkpoint.") from err
+    except MemoryError as err:
+        raise BudgetExceededError("pickle: received data that would exhaust memory; expected a checkpoint.") from err
+    except Exception as err:  # noqa: BLE001 - any failure inside a malformed pickle is a corrupt file
+        raise CorruptCheckpointError.build(
+            "pickle", received=f"malformed data ({type(err).__name__}: {_short(str(err))})",
+            expected="a complete pickle", hint="The file is truncated or damaged.",
+        ) from err
+    return finalize(obj), up
+
+
+def finalize(obj: Any, depth: int = 0, _seen: dict[int, Any] | None = None) -> Any:
+    """Replace NumPy builders with arrays, everywhere (depth-limited; shared objects stay shared)."""
+    if depth > MAX_DEPTH:
+        raise BudgetExceededError.build(
+            "checkpoint structure", received=f"nesting deeper than {MAX_DEPTH} levels",
+            expected="a checkpoint", hint="The file was crafted or is not a checkpoint.",
+        )
+    if isinstance(obj, (str, bytes, int, float, bool, type(None), torch.Tensor, torch.dtype, np.ndarray)):
+        return obj
+    seen = {} if _seen is None else _seen
+    if id(obj) in seen:
+        return seen[id(obj)]
+    if isinstance(obj, NumpyArrayBuilder):
+        seen[id(obj)] = obj.array
+        return obj.array
+    if isinstance(obj, NumpyDtypeBuilder):
+        out: Any = obj.dtype if obj.dtype is not None else inert_class("numpy.dtype")()
+        seen[id(obj)] = out
+        return out
+    if isinstance(obj, dict):
+        out = type(obj)() if type(obj) in (dict, OrderedDict) else {}
+        seen[id(obj)] = out
+        for k, v in obj.items():
+            out[finalize(k, depth + 1, seen)] = finalize(v, depth + 1, seen)
+        return out
+    if isinstance(obj, list):
+        out = []
+        seen[id(obj)] = out
+        out.extend(finalize(v, depth + 1, seen) for v in obj)
+        return out
+    if isinstance(obj, tuple):
+        out = tuple(finalize(v, depth + 1, seen) for v in obj)
+        seen[id(obj)] = out
+        return out
+    if isinstance(obj, (set, frozenset)):
+        return obj
+    if isinstance(obj, InertObject):
+        seen[id(obj)] = obj
+        pk = obj._pk
+        pk["args"] = finalize(pk["args"], depth + 1, seen)
+        pk["state"] = finalize(pk["state"], depth + 1, seen)
+        pk["items"] = finalize(pk["items"], depth + 1, seen)
+        pk["setitems"] = finalize(pk["setitems"], depth + 1, seen)
+        return obj
+    return obj
