@@ -1,0 +1,64 @@
+"""Acceptance on real weights: the efficientnet-lite0 package's .pth (lukemelas naming) loads into timm through the
+alignment key map with nothing missing and classifies scikit-image's coffee.png as espresso (ImageNet 967)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pthkit.loading import load_model
+from pthkit.samples import skimage_photo
+
+ESPRESSO = 967
+
+
+def _coffee_batch() -> torch.Tensor:
+    # Explicit preprocessing (inferring it is the preprocess module's job): this model was trained on inputs scaled
+    # to [-1, 1] (mean = std = 0.5), bicubic resize of the short side to 256, 224 center crop.
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    transform = v2.Compose([
+        v2.PILToTensor(),
+        v2.Resize(256, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
+        v2.CenterCrop(224),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ])
+    with Image.open(skimage_photo("coffee.png")) as img:
+        return transform(img.convert("RGB")).unsqueeze(0)
+
+
+def _check(model, report) -> None:
+    assert report.ok and report.complete
+    assert not report.missing and not report.mismatched and not report.unexpected
+    assert len(report.loaded) == 296 and len(report.remapped) == 296
+    assert set(report.remap_causes.values()) == {"renamed-by-alignment"}
+    assert report.remapped["_conv_stem.weight"] == "conv_stem.weight"
+    assert "remapped 296 keys by alignment (lukemelas → timm)" in str(report)
+    with torch.inference_mode():
+        logits = model(_coffee_batch())
+    assert int(logits.argmax()) == ESPRESSO
+
+
+def test_lite0_with_named_arch_loads_by_alignment_and_sees_espresso(lite0_path):
+    model, report = load_model(lite0_path, "timm:efficientnet_lite0", device="cpu")
+    assert report.architecture == "timm:efficientnet_lite0" and report.kwargs["num_classes"] == 1000
+    _check(model, report)
+
+
+@pytest.mark.slow
+def test_lite0_tf_variant_fits_the_same_file(lite0_path):
+    model, report = load_model(lite0_path, "timm:tf_efficientnet_lite0", device="cpu")
+    _check(model, report)
+
+
+@pytest.mark.slow
+def test_lite0_identified_without_arch_reports_the_ambiguity(lite0_path):
+    # Identification against the full index (built on first use: slow when the cache is cold).
+    model, report = load_model(lite0_path, device="cpu")
+    assert report.architecture in ("timm:efficientnet_lite0", "timm:tf_efficientnet_lite0")
+    other = ({"timm:efficientnet_lite0", "timm:tf_efficientnet_lite0"} - {report.architecture}).pop()
+    assert report.candidate is not None and other in report.candidate.equivalent
+    assert any(n.cause == "equivalent" and other in n.detail for n in report.notes)
+    _check(model, report)
