@@ -1,0 +1,314 @@
+"""Bundles: a folder that carries the weights, the architecture, the preprocessing and the labels together.
+
+Layout (timm's Hugging Face hub layout, so ``timm.create_model("local-dir:DIR", pretrained=True)`` loads it)::
+
+    DIR/model.safetensors   weights (safetensors.torch.save_model: shared/tied tensors handled)
+    DIR/config.json         {"architecture": <timm name>, "num_classes", "num_features", "label_names",
+                             "model_args", "pretrained_cfg": {input_size, interpolation, crop_pct, crop_mode, mean,
+                             std, num_classes, ...}, "pthkit": {...}}
+
+The ``pthkit`` section records what timm's layout has no place for: the pthkit architecture name (with its source
+prefix) and constructor arguments, the sha256 of the file the weights came from, the key map used to load it, the
+full preprocessing (channel order, scale, provenance), training arguments and metrics, the pthkit version, and
+whether timm can load the bundle at all (torchvision-only architectures cannot).
+
+Bundles are written atomically: into a temporary folder next to the target, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pthkit.errors import BundleError, InputNotFoundError
+
+__all__ = ["save_bundle", "load_bundle", "is_bundle", "read_bundle_config", "WEIGHTS_NAME", "CONFIG_NAME"]
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+_BUNDLE_FILES = (WEIGHTS_NAME, CONFIG_NAME)
+
+
+def is_bundle(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder holding ``model.safetensors`` and a ``config.json`` with an ``architecture``."""
+    p = Path(path)
+    if not (p.is_dir() and (p / WEIGHTS_NAME).is_file() and (p / CONFIG_NAME).is_file()):
+        return False
+    try:
+        cfg = json.loads((p / CONFIG_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and ("architecture" in cfg or "arch" in cfg.get("pthkit", {}))
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON data: tuples → lists, paths/dtypes/devices → strings, tensors → numbers or lists."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):
+        return _jsonable(obj.to_dict())
+    if hasattr(obj, "item"):
+        try:
+            return obj.item()
+        except (TypeError, ValueError):
+            pass
+    return str(obj)
+
+
+def _num_features(model: nn.Module) -> int | None:
+    nf = getattr(model, "num_features", None)
+    if isinstance(nf, int):
+        return nf
+    # torchvision-style heads: the input width of the last Linear layer
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last.in_features if last is not None else None
+
+
+def _num_classes(model: nn.Module) -> int | None:
+    nc = getattr(model, "num_classes", None)
+    if isinstance(nc, int):
+        return nc
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            last = m
+    return last.out_features if last is not None else None
+
+
+def _timm_can_build(name: str | None) -> bool:
+    if not name:
+        return False
+    import timm
+
+    return timm.is_model(name)
+
+
+def save_bundle(
+    model: nn.Module,
+    out_dir: str | os.PathLike,
+    *,
+    architecture: str,
+    preprocess: Any,
+    label_names: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` as a bundle folder (``model.safetensors`` + ``config.json``); return the folder.
+
+    ``architecture`` is the pthkit name (``"timm:resnet18"``, ``"torchvision:resnet18"``) or a bare timm name.
+    ``preprocess`` is a ``Preprocess`` (or a timm ``pretrained_cfg``-like dict). ``extra`` is merged into the
+    ``pthkit`` section: ``source_sha256``, ``key_map``, ``arch_kwargs``, ``training``, ``metrics`` … Existing
+    bundle files in ``out_dir`` are replaced; other files there (checkpoints, logs) are kept.
+    """
+    from safetensors.torch import save_model
+
+    from pthkit import __version__
+    from pthkit.tasks._compat import pretrained_cfg_of
+
+    out = Path(out_dir)
+    extra = dict(extra or {})
+    model = getattr(model, "module", model)  # DDP / DataParallel wrappers
+    arch_name, timm_name = _names(architecture, model)
+    timm_loadable = _timm_can_build(timm_name)
+    num_classes = _num_classes(model)
+    if label_names is None:
+        label_names = getattr(preprocess, "label_names", None)
+    if label_names is not None:
+        label_names = [str(n) for n in label_names]
+        if num_classes is not None and len(label_names) != num_classes:
+            raise BundleError.build(
+                "label names", received=f"{len(label_names)} names", expected=f"{num_classes} (the model's classes)",
+                hint="Pass one label per output class.",
+            )
+    pcfg = pretrained_cfg_of(preprocess)
+    pcfg["num_classes"] = num_classes
+    if label_names is not None:
+        pcfg["label_names"] = label_names
+    arch_kwargs = dict(extra.pop("arch_kwargs", {}) or {})
+    model_args = {k: v for k, v in arch_kwargs.items() if k != "num_classes"}
+    pthkit_section: dict[str, Any] = {
+        "version": __version__,
+        "arch": arch_name,
+        "arch_kwargs": arch_kwargs,
+        "timm_loadable": timm_loadable,
+        "preprocess": _jsonable(preprocess.to_dict()) if hasattr(preprocess, "to_dict") else _jsonable(pcfg),
+    }
+    if not timm_loadable:
+        pthkit_section["note"] = (
+            f"timm cannot load this bundle ({arch_name} has no timm equivalent); load it with pthkit.load_bundle"
+        )
+    pthkit_section.update(_jsonable(extra))
+    config: dict[str, Any] = {
+        "architecture": timm_name if timm_loadable else arch_name,
+        "num_classes": num_classes,
+        "num_features": _num_features(model),
+        "label_names": label_names,
+        "pretrained_cfg": _jsonable(pcfg),
+        "pthkit": pthkit_section,
+    }
+    if label_names is None:
+        del config["label_names"]
+    if model_args:
+        config["model_args"] = _jsonable(model_args)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.bundle-", dir=out.parent))
+    try:
+        state_model = model
+        save_model(state_model, str(tmp / WEIGHTS_NAME))
+        (tmp / CONFIG_NAME).write_text(json.dumps(_jsonable(config), indent=2) + "\n", encoding="utf-8")
+        if not out.exists():
+            os.replace(tmp, out)  # the whole folder appears at once
+        else:
+            if not out.is_dir():
+                raise BundleError.build("bundle folder", received=f"{out} (a file)", expected="a folder path",
+                                        hint="Choose another --out.")
+            # Folder already exists (e.g. a training run's out_dir): replace each file atomically.
+            for name in _BUNDLE_FILES:
+                os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _names(architecture: str, model: nn.Module) -> tuple[str, str | None]:
+    """(pthkit name, timm name or None) for an architecture string."""
+    from pthkit.tasks._compat import arch_names
+
+    return arch_names(architecture, model)
+
+
+def read_bundle_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``config.json`` of a bundle folder, checked; BundleError names what is missing."""
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError.build("bundle", received=str(p), expected="an existing bundle folder",
+                                       hint="Check the path.")
+    missing = [n for n in _BUNDLE_FILES if not (p / n).is_file()]
+    if missing:
+        raise BundleError.build(
+            "bundle", received=f"{p} without {', '.join(missing)}", expected="a folder with model.safetensors and "
+            "config.json", hint="Create one with `pthkit bundle WEIGHTS --out DIR` or `pthkit finetune`.",
+        )
+    try:
+        cfg = json.loads((p / CONFIG_NAME).read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise BundleError.build("bundle config", received=f"{p / CONFIG_NAME} (invalid JSON: {err})",
+                                expected="valid JSON", hint="Recreate the bundle.") from err
+    if not isinstance(cfg, dict) or not (cfg.get("architecture") or cfg.get("pthkit", {}).get("arch")):
+        raise BundleError.build("bundle config", received=f"{p / CONFIG_NAME} without 'architecture'",
+                                expected="a timm/pthkit config.json", hint="Recreate the bundle.")
+    return cfg
+
+
+def load_bundle(path: str | os.PathLike, *, device: str = "auto") -> tuple[nn.Module, Any, dict[str, Any]]:
+    """Load a bundle folder: ``(model in eval mode on device, Preprocess, config dict)``.
+
+    The model is rebuilt from the pthkit architecture name and arguments (or the timm name) and the weights are
+    loaded strictly: a bundle whose weights do not fit its own config is an error, never a partial load.
+    """
+    from safetensors.torch import load_model
+
+    from pthkit.tasks._compat import build_architecture, preprocess_from_config
+
+    p = Path(path)
+    cfg = read_bundle_config(p)
+    section = cfg.get("pthkit", {}) or {}
+    kwargs = dict(section.get("arch_kwargs") or cfg.get("model_args") or {})
+    if cfg.get("num_classes") is not None:
+        kwargs["num_classes"] = int(cfg["num_classes"])
+    arch = section.get("arch") or f"timm:{cfg['architecture']}"
+    model = build_architecture(arch, **kwargs)
+    try:
+        missing, unexpected = load_model(model, str(p / WEIGHTS_NAME), strict=False)
+    except Exception as err:  # noqa: BLE001 - safetensors raises plain RuntimeError/SafetensorError
+        raise BundleError.build("bundle weights", received=f"{p / WEIGHTS_NAME} ({' '.join(str(err).split())})",
+                                expected=f"weights that fit {arch}", hint="Recreate the bundle.") from err
+    if missing or unexpected:
+        raise BundleError.build(
+            "bundle weights", received=f"{len(missing)} missing / {len(unexpected)} unexpected keys "
+            f"(e.g. {(list(missing) + list(unexpected))[:3]})", expected=f"exactly the keys of {arch}",
+            hint="The bundle's config.json does not describe its weights; recreate the bundle.",
+        )
+    dev = _resolve_device(device)
+    model = model.to(dev).eval()
+    return model, preprocess_from_config(model, cfg), cfg
+
+
+def _resolve_device(device: str) -> torch.device:
+    from pthkit.loading import resolve_device
+
+    return resolve_device(device)
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """Class names from a text file (one per line) or a JSON list / {index: name} object."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputNotFoundError.build("labels file", received=str(p), expected="a text file with one name per line",
+                                       hint="Check the path.")
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".json":
+        data = json.loads(text)
+        if isinstance(data, dict):
+            data = [data[k] for k in sorted(data, key=lambda k: int(k))]
+        return [str(v) for v in data]
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def bundle_weights(
+    weights: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    arch_kwargs: dict[str, Any] | None = None,
+    label_names: list[str] | None = None,
+    num_classes: int | None = None,
+    overrides: dict[str, Any] | None = None,
+    trust: bool = False,
+) -> tuple[Path, dict[str, Any]]:
+    """Turn any loadable weights file into a bundle; return ``(folder, config)``.
+
+    The file is loaded strictly (identified when ``arch`` is None). ``num_classes`` different from the file's head
+    re-initializes the head (partial load), which the config records under ``pthkit.load_report``.
+    """
+    from pthkit.loading import load_model
+    from pthkit.preprocess import resolve_preprocess
+    from pthkit.tasks._compat import arch_names, sha256_of
+
+    if num_classes is None and label_names is not None:
+        num_classes = len(label_names)
+    model, report = load_model(weights, arch, arch_kwargs=arch_kwargs, num_classes=num_classes, device="cpu",
+                               partial=num_classes is not None, trust=trust)
+    flags = dict(overrides or {})
+    if label_names is not None:
+        flags["label_names"] = list(label_names)
+    pre = resolve_preprocess(model, arch=report.architecture, checkpoint=getattr(report, "checkpoint", None),
+                             overrides=flags or None)
+    cand = getattr(report, "candidate", None)
+    kwargs = dict(getattr(report, "kwargs", None) or {})
+    kwargs.update(arch_kwargs or {})
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    extra = {"source_sha256": sha256_of(weights) if Path(weights).is_file() else None,
+             "source_path": str(weights),
+             "key_map": dict(getattr(cand, "key_map", None) or {}) or dict(report.remapped or {}),
+             "arch_kwargs": kwargs, "load_report": report.to_dict()}
+    arch_name = arch_names(report.architecture, model)[0]
+    out = save_bundle(model, out_dir, architecture=arch_name, preprocess=pre, label_names=label_names, extra=extra)
+    return out, read_bundle_config(out)

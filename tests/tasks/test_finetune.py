@@ -1,0 +1,240 @@
+"""finetune: outputs, reproducibility, resume after kill -9, DDP with 2 CPU processes, freeze/early stop, bad images.
+
+Tiny model (timm ``test_efficientnet``, ~100k parameters) on 32 px images of 3 classes, so each run takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from pthkit.errors import TrainingError
+from pthkit.tasks.finetune import CHECKPOINT_NAME, finetune, load_training_checkpoint
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared tiny-data helpers
+from _train_data import CLASSES, TINY_ARCH, make_image_folder, make_tiny_weights
+
+HERE = Path(__file__).parent
+ARGS = dict(arch=TINY_ARCH, batch_size=4, size=32, workers=0, seed=0, progress=False, lr=1e-3)
+# One thread: on a shared 2-core machine OpenMP spinning makes 2 threads ~30× slower for a model this small.
+DROP = {"drop_rate": 0.3, "drop_path_rate": 0.2}
+SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    return make_tiny_weights(root / "w.pth"), make_image_folder(root / "data", per_class=8, size=32)
+
+
+def _weights_of(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float = 1e-5) -> None:
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel())
+    assert worst <= atol, f"weights differ by {worst}"
+
+
+def test_finetune_writes_bundle_logs_and_checkpoint(tmp_path, setup_data):
+    weights, data = setup_data
+    r = finetune(weights, data, tmp_path / "out", epochs=2, **ARGS)
+    out = tmp_path / "out"
+    assert r.classes == list(CLASSES) and r.epochs_run == 2 and not r.resumed
+    assert [h["epoch"] for h in r.history] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(h["train_loss"])) for h in r.history)
+    assert r.history[0]["train_images"] == 18 and r.history[0]["val_images"] == 6
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+    csv_rows = (out / "metrics.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("epoch,step,frozen,train_loss") and len(csv_rows) == 3
+    state = load_training_checkpoint(out / CHECKPOINT_NAME)  # weights_only=True inside
+    assert state["epoch"] == 2 and state["batch_in_epoch"] == 0 and state["global_step"] == 10
+    assert {"model", "optimizer", "scheduler", "scaler", "rng"} <= set(state)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["label_names"] == list(CLASSES) and cfg["num_classes"] == 3
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    section = cfg["pthkit"]
+    assert section["training"]["epochs"] == 2 and section["metrics"]["epoch"] == r.best_epoch
+    assert len(section["source_sha256"]) == 64 and section["arch"] == TINY_ARCH
+    # the bundle is the best epoch's weights, loadable by pthkit and by timm
+    import timm
+
+    from pthkit.bundle import load_bundle
+
+    model, pre, _ = load_bundle(out, device="cpu")
+    assert list(pre.label_names) == list(CLASSES)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), timm.create_model(f"local-dir:{out}", pretrained=True).eval()(x))
+    _assert_same_weights(_weights_of(out), load_file(str(out / "checkpoints" / "best.safetensors")), atol=0)
+
+
+def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, setup_data):
+    weights, data = setup_data
+    with pytest.raises(TrainingError, match="no checkpoint at"):
+        finetune(weights, data, tmp_path / "none", resume=True, **ARGS)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / CHECKPOINT_NAME).write_bytes(b"x")
+    with pytest.raises(TrainingError, match="Pass --resume to continue"):
+        finetune(weights, data, tmp_path / "run", **ARGS)
+    with pytest.raises(TrainingError, match="not a pthkit finetune checkpoint|expected a checkpoint written by"):
+        finetune(weights, data, tmp_path / "run", resume=True, **ARGS)
+    with pytest.raises(TrainingError, match="expected bf16 or fp16"):
+        finetune(weights, data, tmp_path / "x", amp="fp8", **ARGS)  # type: ignore[arg-type]
+
+
+_KILLED_RUN = textwrap.dedent("""
+    import sys, time
+    import pthkit.tasks.datasets as D
+    _get = D.ImageItemsDataset.__getitem__
+    def slow(self, key):  # slow the data down so the parent can kill the run mid-epoch
+        time.sleep(0.03)
+        return _get(self, key)
+    D.ImageItemsDataset.__getitem__ = slow
+    from pthkit.tasks.finetune import finetune
+    finetune(sys.argv[1], sys.argv[2], sys.argv[3], arch=sys.argv[4], epochs=3, batch_size=4, size=32, workers=0,
+             seed=0, progress=False, lr=1e-3, save_every_steps=1, arch_kwargs=eval(sys.argv[5]))
+""")
+
+
+def test_resume_after_kill_9_mid_epoch_matches_an_uninterrupted_run(tmp_path, setup_data):
+    weights, data = setup_data
+    # dropout and drop-path: the resumed run must also restore the RNG streams they consume
+    ref = finetune(weights, data, tmp_path / "ref", epochs=3, save_every_steps=1, arch_kwargs=DROP, **ARGS)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(weights), str(data), str(out), TINY_ARCH,
+                             repr(DROP)],
+                            env=SUB_ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ckpt = out / CHECKPOINT_NAME
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ckpt.exists() and load_training_checkpoint(ckpt)["global_step"] >= 7:  # epoch 2, step 2 of 5
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()[0].decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    state = load_training_checkpoint(ckpt)
+    assert 0 < state["batch_in_epoch"] < 5 and state["global_step"] < 15, "expected a mid-epoch checkpoint"
+    assert not (out / "model.safetensors").exists()
+
+    resumed = finetune(weights, data, out, resume=True, **ARGS)
+    assert resumed.resumed and resumed.epochs_run == 3
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    for a, b in zip(ref.history, resumed.history):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-6), key
+    assert resumed.best_epoch == ref.best_epoch
+    _assert_same_weights(_weights_of(tmp_path / "ref"), _weights_of(out))
+
+
+@pytest.mark.timeout(180)
+def test_ddp_two_cpu_processes_train_and_only_rank0_writes(tmp_path, setup_data):
+    weights, data = setup_data
+    out = tmp_path / "ddp"
+    env = {**SUB_ENV, "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "pthkit.cli.train_cmds", "finetune", str(weights), str(data), "--out", str(out), "--arch", TINY_ARCH,
+           "--epochs", "2", "--batch-size", "8", "--size", "32", "--workers", "0", "--json"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)  # printed once, by rank 0
+    assert result["world_size"] == 2 and result["epochs_run"] == 2
+    first = result["history"][0]
+    # 9 images per rank in batches of 4: 4 + 4 (+ a batch of 1 dropped: BatchNorm cannot train on it)
+    assert first["train_images"] == 16 and first["step"] == 2
+    assert first["val_images"] == 6  # all-reduced over both ranks, no padding
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["pthkit"]["world_size"] == 2 and cfg["label_names"] == list(CLASSES)
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    assert not list(out.rglob("*.tmp*"))
+
+
+def test_freeze_epochs_train_only_the_head_first(tmp_path, setup_data):
+    weights, data = setup_data
+    finetune(weights, data, tmp_path / "f", epochs=1, freeze_epochs=1, **ARGS)
+    trained = _weights_of(tmp_path / "f")
+    original = torch.load(weights, weights_only=True)
+    frozen_same = [k for k in trained if not k.startswith("classifier") and "running" not in k
+                   and "num_batches" not in k and torch.equal(trained[k], original[k])]
+    assert len(frozen_same) == sum(1 for k in trained if not k.startswith("classifier") and "running" not in k
+                                   and "num_batches" not in k)
+    assert trained["classifier.weight"].shape == (3, original["classifier.weight"].shape[1])
+    assert json.loads((tmp_path / "f" / "metrics.jsonl").read_text())["frozen"] is True
+
+
+def test_early_stopping_bad_image_class_weights_accumulation_and_bf16(tmp_path, setup_data):
+    weights, _ = setup_data
+    data = make_image_folder(tmp_path / "data", per_class=8, size=32)
+    (data / "b_green" / "zz_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00broken")
+    r = finetune(weights, data, tmp_path / "o", epochs=6, patience=1, **{**ARGS, "lr": 1e-12},
+                 class_weights="balanced", accum_steps=2, amp="bf16")
+    assert r.stopped_early and r.epochs_run == 2 and r.best_epoch == 1  # nothing can improve at lr 1e-12
+    assert [p for p, _ in r.skipped] == [str(data / "b_green" / "zz_broken.png")]
+    assert r.history[0]["step"] == 3  # 5 batches, accumulated by 2 → 3 optimizer steps
+    cfg = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert cfg["pthkit"]["data"]["skipped"][0]["path"].endswith("zz_broken.png")
+
+
+def _digits_folder(root: Path, size: int) -> Path:
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    for i, (img, t) in enumerate(zip(d.images, d.target)):
+        (root / str(int(t))).mkdir(parents=True, exist_ok=True)
+        arr = (img / 16.0 * 255).astype(np.uint8)
+        Image.fromarray(arr).resize((size, size), Image.BICUBIC).convert("RGB").save(root / str(int(t)) / f"{i}.png")
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_acceptance_efficientnet_lite0_on_digits_reaches_95_percent(tmp_path, lite0_path):
+    """The real efficientnet-lite0 .pth (identified from the file) fine-tuned on sklearn digits at 64 px."""
+    data = _digits_folder(tmp_path / "digits", 64)
+    r = finetune(lite0_path, data, tmp_path / "run", epochs=5, batch_size=32, size=64, lr=3e-3,
+                 backbone_lr_scale=1 / 3, warmup_epochs=0.5, hflip=0.0, crop_scale_min=0.6, color_jitter=0.0,
+                 workers=1, seed=0, progress=False)
+    assert r.architecture.endswith("efficientnet_lite0")
+    assert r.best is not None and r.best["val_acc"] >= 0.95, r.history
+    assert r.best["val_images"] == 359  # stratified 20% of 1797, rounded per class
+
+
+def test_finetune_accepts_a_model_object(tmp_path, setup_data):
+    import timm
+
+    _, data = setup_data
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=10)
+    r = finetune(model, data, tmp_path / "m", epochs=1, **{**ARGS, "arch": None})
+    assert r.architecture == TINY_ARCH and r.classes == list(CLASSES)
+    cfg = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert cfg["architecture"] == "test_efficientnet" and cfg["num_classes"] == 3
