@@ -149,6 +149,8 @@ def find_unreadable(paths: Sequence[str], *, workers: int | None = None) -> list
             open_rgb(p)
         except ImageError as err:
             return p, str(err)
+        except ImportError:
+            raise  # a broken install is a bug to surface, not an unreadable image
         except Exception as err:  # noqa: BLE001 - anything a decoder raises means unreadable
             return p, f"{type(err).__name__}: {' '.join(str(err).split())}"
         return None

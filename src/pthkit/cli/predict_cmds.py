@@ -1,0 +1,255 @@
+"""``pthkit predict MODEL INPUTS...``: load (or identify) the model, resolve its preprocessing, predict, print.
+
+Thin over :func:`pthkit.tasks.predict.predict`; torch and the API are imported inside the command body so
+``pthkit --help`` stays instant. Machine-readable output (``--json`` lines, ``--csv``) goes to stdout alone; every
+note, warning, the explanation and the summary go to stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from pthkit.cli._options import ArchKwargsOpt, ArchOpt, DeviceOpt, JsonOpt, TrustOpt
+from pthkit.errors import PreprocessError
+
+if TYPE_CHECKING:
+    from pthkit.tasks.predict import Prediction
+
+__all__ = ["register"]
+
+# Outputs kept for the sanity check (check_predictions_sane).
+_SANITY_ROWS = 256
+# Show a progress bar from this many inputs on (when stderr is a terminal).
+_PROGRESS_FROM = 64
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """The preprocessing flags the user gave; ``resolve_preprocess`` parses and validates them (one place)."""
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def _load(model_path: str, arch: str | None, arch_kwargs: list[str] | None, device: str, trust: bool,
+          overrides: dict[str, Any], err: Any) -> tuple[Any, Any, Any, str]:
+    """(model, preprocess, load report or bundle config, one-line description of what was loaded)."""
+    from pthkit.bundle import is_bundle
+
+    if is_bundle(model_path):
+        from pthkit.bundle import load_bundle
+
+        model, preprocess, config = load_bundle(model_path, device=device)
+        if overrides:
+            from pthkit.preprocess import resolve_preprocess
+
+            preprocess = resolve_preprocess(model, bundle_config=config, overrides=overrides)
+        arch_name = (config.get("pthkit") or {}).get("arch") or config.get("architecture")
+        return model, preprocess, config, f"bundle {model_path}: {arch_name}"
+
+    from pthkit.architectures.user_code import parse_arch_kwargs
+    from pthkit.loading import load_model
+    from pthkit.preprocess import resolve_preprocess
+
+    model, report = load_model(model_path, arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) or None, device=device,
+                               trust=trust)
+    cand = getattr(report, "candidate", None)
+    if arch is None and cand is not None:
+        how = f"identified as {report.architecture} (score {cand.score:.2f}, {cand.confidence} confidence)"
+        equivalent = list(getattr(cand, "equivalent", []) or [])
+        if equivalent:
+            how += f"; same weights fit {', '.join(equivalent[:3])}"
+    else:
+        how = f"architecture {report.architecture} (given)"
+    preprocess = resolve_preprocess(model, arch=report.architecture, checkpoint=getattr(report, "checkpoint", None),
+                                    overrides=overrides or None)
+    return model, preprocess, report, how
+
+
+def _sanity(predictions: list[Prediction], mode: str, label_names: Any, warn: Any) -> None:
+    """Warn when predictions look uniform or constant (wrong weights or wrong preprocessing): ``check_predictions_sane``."""
+    import numpy as np
+
+    from pthkit.preprocess import check_predictions_sane
+
+    rows = [p.raw_logits for p in predictions if p.ok and p.raw_logits is not None]
+    if len(rows) < 3:
+        return
+    for message in check_predictions_sane(np.stack(rows), mode=mode, label_names=label_names):  # type: ignore[arg-type]
+        warn(message)
+
+
+def _csv_header(mode: str, k: int, n_logits: int) -> list[str]:
+    head = ["path", "ok", "error"]
+    if mode == "sigmoid":
+        return head + ["labels", "indices", "scores"]
+    if mode == "logits":
+        return head + [f"logit_{i}" for i in range(n_logits)]
+    for r in range(1, k + 1):
+        head += [f"label_{r}", f"index_{r}", f"score_{r}"]
+    return head
+
+
+def _csv_row(p: Prediction, mode: str, k: int, n_logits: int) -> list[Any]:
+    row: list[Any] = [p.path, int(p.ok), p.error or ""]
+    if not p.ok:
+        width = 3 if mode == "sigmoid" else (n_logits if mode == "logits" else 3 * k)
+        return row + [""] * width
+    if mode == "sigmoid":
+        return row + [";".join(str(c.label if c.label is not None else c.index) for c in p.classes),
+                      ";".join(str(c.index) for c in p.classes), ";".join(f"{c.score:.6f}" for c in p.classes)]
+    if mode == "logits":
+        return row + [f"{v:.6f}" for v in (p.logits or [])]
+    for c in p.classes[:k]:
+        row += [c.label if c.label is not None else "", c.index, f"{c.score:.6f}"]
+    return row + [""] * (3 * (k - len(p.classes[:k])))
+
+
+def _table(predictions: list[Prediction], mode: str) -> Any:
+    from rich.table import Table
+
+    title = {"softmax": "top classes (probability)", "sigmoid": "labels over threshold (probability)",
+             "logits": "top classes (logit)"}[mode]
+    table = Table(title=None, show_lines=False)
+    table.add_column("image", overflow="fold")
+    table.add_column(title)
+    for p in predictions:
+        name = Path(p.path).name if p.path and not p.path.startswith("<") else p.path
+        if not p.ok:
+            table.add_row(name, f"[red]failed:[/red] {_escape(p.error or '')}")
+            continue
+        if not p.classes:
+            table.add_row(name, "[dim](no label over the threshold)[/dim]")
+            continue
+        cells = []
+        for c in p.classes:
+            label = c.label if c.label is not None else f"class {c.index}"
+            value = f"{c.score:.1%}" if mode != "logits" else f"{c.score:.3f}"
+            cells.append(f"{_escape(label)} [dim]{value}[/dim]")
+        table.add_row(name, ", ".join(cells))
+    return table
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def predict_command(
+    model: Annotated[str, typer.Argument(help="Weights file (.pth, .pt, .bin, .safetensors …) or a pthkit bundle folder.")],
+    inputs: Annotated[list[str], typer.Argument(
+        help="Images: files, folders (recursive), globs, @list.txt or a .txt of paths, '-' for paths on stdin.")],
+    arch: ArchOpt = None,
+    arch_kwargs: ArchKwargsOpt = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes shown per image.")] = 5,
+    multi_label: Annotated[bool, typer.Option("--multi-label", help="Sigmoid per class; show every class over --threshold.")] = False,
+    threshold: Annotated[float, typer.Option("--threshold", help="Probability threshold for --multi-label.")] = 0.5,
+    logits: Annotated[bool, typer.Option("--logits", help="Raw logits instead of probabilities (full vector in --json/--csv).")] = False,
+    features: Annotated[Optional[Path], typer.Option("--features", help="Also save pooled embeddings to FILE.npy or FILE.safetensors.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names: one per line, or a JSON list.")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 32,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Decoding processes (default: 0 for a few images; on CPU a quarter of the cores, at least 1, and the model gets the rest).")] = None,
+    device: DeviceOpt = "auto",
+    amp: Annotated[Optional[str], typer.Option("--amp", help="Autocast precision: bf16 or fp16 (CPU or GPU).")] = None,
+    compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow start, faster long runs).")] = False,
+    json_out: JsonOpt = False,
+    csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV (one row per image) instead of a table.")] = False,
+    explain: Annotated[bool, typer.Option("--explain", help="Print how the model was loaded and the preprocessing, with where each value came from.")] = False,
+    size: Annotated[Optional[str], typer.Option("--size", help="Input size: 224 or H,W.")] = None,
+    crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", help="Center-crop fraction (0.875: resize to 256, crop 224).")] = None,
+    mean: Annotated[Optional[str], typer.Option("--mean", help="Normalization mean R,G,B (in the --scale units).")] = None,
+    std: Annotated[Optional[str], typer.Option("--std", help="Normalization std R,G,B.")] = None,
+    interpolation: Annotated[Optional[str], typer.Option("--interpolation", help="Resize interpolation: bilinear, bicubic, nearest, lanczos …")] = None,
+    channel_order: Annotated[Optional[str], typer.Option("--channel-order", help="rgb or bgr.")] = None,
+    scale: Annotated[Optional[float], typer.Option("--scale", help="1: inputs in [0,1] before normalization; 255: raw 0-255.")] = None,
+    allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when some images could not be read.")] = False,
+    trust: TrustOpt = False,
+) -> None:
+    """Classify images with a weights file or bundle: top-k labels, multi-label, logits or features."""
+    from pthkit.cli._output import console, dumps, err_console, warn
+
+    if json_out and csv_out:
+        raise PreprocessError.build("output", received="--json and --csv", expected="one of them")
+    if multi_label and logits:
+        raise PreprocessError.build("output", received="--multi-label and --logits", expected="one of them")
+    if amp is not None and amp not in ("bf16", "fp16"):
+        raise PreprocessError.build("--amp", received=repr(amp), expected="bf16 or fp16")
+    if features is not None and features.suffix.lower() not in (".npy", ".safetensors"):
+        raise PreprocessError.build("--features", received=repr(str(features)),
+                                    expected="a file name ending in .npy or .safetensors", hint="e.g. --features emb.npy")
+    machine = json_out or csv_out
+    overrides = _overrides(size=size, crop_pct=crop_pct, mean=mean, std=std, interpolation=interpolation,
+                           channel_order=channel_order, scale=scale)
+
+    from pthkit.images import expand_inputs
+
+    paths = expand_inputs(inputs)
+
+    import torch  # noqa: F401 - imported here, never at module import (pthkit --help stays instant)
+
+    from pthkit.tasks.predict import predict, save_features
+
+    loaded, preprocess, report, how = _load(model, arch, arch_kwargs, device, trust, overrides, err_console)
+    err_console.print(f"[bold]model:[/bold] {_escape(how)}")
+    if explain:
+        out = err_console if machine else console
+        out.print("[bold]load:[/bold]")
+        out.print(_escape(str(report)) if not isinstance(report, dict) else dumps(report.get("pthkit", {})))
+        out.print("[bold]preprocessing:[/bold]")
+        describe = getattr(preprocess, "describe", None)
+        out.print(_escape(describe() if callable(describe) else str(preprocess)))
+
+    mode = "sigmoid" if multi_label else ("logits" if logits else "softmax")
+    progress = len(paths) >= _PROGRESS_FROM and err_console.is_terminal
+    results = predict(
+        loaded, preprocess, paths, batch_size=batch_size, workers=workers, top_k=top_k, mode=mode,  # type: ignore[arg-type]
+        threshold=threshold, features=features is not None, amp=amp, compile=compile_model,  # type: ignore[arg-type]
+        device=None if device == "auto" else device, progress=progress, labels=labels,
+    )
+    collected: list[Prediction] = []
+    writer = csv.writer(sys.stdout, lineterminator="\n") if csv_out else None
+    pending: list[Prediction] = []  # CSV rows waiting for the header (logits: its width is the number of outputs)
+    n_logits: int | None = None if mode == "logits" else 0
+    for p in results:
+        if len(collected) >= _SANITY_ROWS:
+            p.raw_logits = None  # the sanity check looks at the first rows; do not hold every output vector
+        collected.append(p)
+        if json_out:
+            sys.stdout.write(dumps(p.to_dict(), indent=None) + "\n")
+            sys.stdout.flush()
+        elif writer is not None:
+            pending.append(p)
+            if n_logits is None and p.ok:
+                n_logits = len(p.logits or [])
+            if n_logits is not None:
+                if len(pending) == len(collected):
+                    writer.writerow(_csv_header(mode, top_k, n_logits))
+                writer.writerows(_csv_row(q, mode, top_k, n_logits) for q in pending)
+                pending.clear()
+    if writer is not None and pending:  # every image failed in logits mode
+        writer.writerow(_csv_header(mode, top_k, 0))
+        writer.writerows(_csv_row(q, mode, top_k, 0) for q in pending)
+    if not machine:
+        console.print(_table(collected, mode))
+
+    failed = [p for p in collected if not p.ok]
+    if features is not None and len(failed) < len(collected):
+        written = save_features(collected, features)
+        err_console.print(f"features: {len(collected) - len(failed)} rows → {', '.join(str(w) for w in written)}")
+    if len(paths) >= 3:
+        _sanity(collected, mode, getattr(preprocess, "label_names", None), warn)
+    summary = f"{len(collected)} images, {len(failed)} failed"
+    err_console.print(summary if not failed else f"[yellow]{summary}[/yellow]")
+    if machine:
+        for p in failed:
+            err_console.print(f"[red]failed:[/red] {_escape(p.path)}: {_escape(p.error or '')}")
+    if failed and not allow_failures:
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``pthkit predict`` to the app."""
+    app.command("predict", no_args_is_help=True)(predict_command)

@@ -1,0 +1,458 @@
+"""Batched prediction over image files: decode in DataLoader workers, run the model in batches, interpret the outputs.
+
+What makes it fast (measured in ``benchmarks/predict.py``):
+
+- decoding runs in DataLoader worker processes (one torch thread each) beside the model, in batches;
+- large JPEGs are decoded at a reduced size (libjpeg DCT scaling, see :func:`pthkit.images.open_image`) when the
+  preprocessing resizes them far down anyway;
+- ``torch.inference_mode``, channels_last memory format, optional bf16/fp16 autocast and ``torch.compile``.
+
+Outputs: softmax top-k (default), sigmoid labels over a threshold (multi-label), raw logits, and pooled features
+(the classifier's input), one :class:`Prediction` per input in input order; a failed image gives a Prediction with
+``error`` set and the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from pthkit.errors import InputNotFoundError, PreprocessError
+from pthkit.images import expand_inputs
+from pthkit.images.dataset import Batch, ImageListDataset, collate_samples, draft_size_for, worker_init
+from pthkit.labels import resolve_label_names
+
+__all__ = [
+    "OutputMode",
+    "AmpMode",
+    "ClassScore",
+    "Prediction",
+    "predict",
+    "auto_workers",
+    "save_features",
+    "FeatureExtractor",
+]
+
+OutputMode = Literal["softmax", "sigmoid", "logits"]
+AmpMode = Literal["bf16", "fp16"]
+OUTPUT_MODES: tuple[str, ...] = ("softmax", "sigmoid", "logits")
+AMP_MODES: tuple[str, ...] = ("bf16", "fp16")
+
+# Below this many inputs, starting worker processes costs more than decoding in the main process.
+_MIN_INPUTS_FOR_WORKERS = 16
+_MAX_WORKERS = 8
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    """One class of a prediction: its output index, name (or ``None``) and score (probability, or logit)."""
+
+    index: int
+    label: str | None
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "label": self.label, "score": round(self.score, 6)}
+
+    def __str__(self) -> str:
+        name = self.label if self.label is not None else f"class {self.index}"
+        return f"{name} ({self.score:.3f})"
+
+
+@dataclass
+class Prediction:
+    """What the model said about one input.
+
+    ``classes``: the top-k classes (softmax probabilities, or logits in ``"logits"`` mode), or every class whose
+    sigmoid probability reaches the threshold (``"sigmoid"`` mode), best first. ``logits`` holds the full output
+    vector in ``"logits"`` mode (as a list; ``raw_logits`` keeps it as an array in every mode); ``features`` the pooled
+    embedding when asked. ``error`` is set (and the rest empty)
+    when the input could not be read.
+    """
+
+    path: str
+    index: int
+    mode: str = "softmax"
+    classes: list[ClassScore] = field(default_factory=list)
+    logits: list[float] | None = None
+    features: np.ndarray | None = None
+    error: str | None = None
+    raw_logits: np.ndarray | None = field(default=None, repr=False)
+    """The model's output vector (float32) in every mode, for checks such as ``check_predictions_sane``."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def top1(self) -> ClassScore | None:
+        return self.classes[0] if self.classes else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"path": self.path, "ok": self.ok}
+        if self.error is not None:
+            out["error"] = self.error
+            return out
+        out["mode"] = self.mode
+        out["classes"] = [c.to_dict() for c in self.classes]
+        if self.logits is not None:
+            out["logits"] = [round(v, 6) for v in self.logits]
+        if self.features is not None:
+            out["features_dim"] = int(self.features.shape[-1])
+        return out
+
+    def __str__(self) -> str:
+        if self.error is not None:
+            return f"{self.path}: FAILED {self.error}"
+        return f"{self.path}: " + ", ".join(str(c) for c in self.classes)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def auto_workers(num_inputs: int, device_type: str = "cpu") -> int:
+    """DataLoader workers for ``num_inputs`` images: none for a handful; else, when the model runs on the CPU too, a
+    quarter of the cores (at least 1: with reduced-size JPEG decoding, decoding costs far less than the model), and
+    one per core (up to 8) when the model runs on an accelerator.
+
+    Measured on the 2-core machine (benchmarks/predict.py, quiet): 1 worker + 2 model threads ≈ 2 workers + 2 threads
+    (38-43 vs 36-41 img/s), both far above 1 model thread (27-31 img/s), so the model keeps every core.
+    """
+    if num_inputs < _MIN_INPUTS_FOR_WORKERS:
+        return 0
+    cores = _cores()
+    if device_type == "cpu":
+        return max(1, min(_MAX_WORKERS, cores // 4))
+    return max(1, min(cores, _MAX_WORKERS))
+
+
+class FeatureExtractor:
+    """Run a classifier and also return its pooled embedding (the classifier's input).
+
+    timm models: ``forward_features`` then ``forward_head(pre_logits=True)`` (timm's documented API). Other models
+    (torchvision …): a forward hook captures the input of the last ``nn.Linear`` — the classifier in every
+    torchvision classification model; hand-written because torchvision has no pre-logits API.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._timm = callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
+        self._captured: torch.Tensor | None = None
+        self._hook = None
+        if not self._timm:
+            linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+            if not linears:
+                raise PreprocessError.build(
+                    "features", received=f"a {type(model).__name__} without an nn.Linear classifier",
+                    expected="a timm model or a classifier ending in nn.Linear",
+                    hint="Drop --features or load a classification model.",
+                )
+            self._hook = linears[-1].register_forward_hook(self._capture)
+
+    def _capture(self, _module: nn.Module, args: tuple[Any, ...], _out: Any) -> None:
+        self._captured = args[0]
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._timm:
+            feats = self.model.forward_features(x)
+            pooled = self.model.forward_head(feats, pre_logits=True)
+            return self.model.forward_head(feats), pooled.flatten(1)
+        self._captured = None
+        logits = self.model(x)
+        if self._captured is None:
+            raise PreprocessError.build(
+                "features", received="a model whose last nn.Linear did not run", expected="a classifier head",
+                hint="Drop --features.",
+            )
+        return logits, self._captured.flatten(1)
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
+def _resolve_device(model: nn.Module, device: str | torch.device | None) -> torch.device:
+    if device is None:
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
+        device = "auto"
+    try:
+        from pthkit.loading.device import resolve_device
+    except ImportError:  # pragma: no cover - the loading package is part of pthkit
+        return torch.device("cpu" if device == "auto" else device)
+    return resolve_device(device)
+
+
+def _transform_of(preprocess: Any) -> Callable[[Image.Image], torch.Tensor]:
+    if hasattr(preprocess, "transform") and callable(preprocess.transform):
+        return preprocess.transform()
+    if callable(preprocess):
+        return preprocess
+    raise PreprocessError.build(
+        "preprocess", received=type(preprocess).__name__,
+        expected="a pthkit Preprocess (resolve_preprocess) or a callable PIL image -> tensor",
+        hint="Build it with pthkit.resolve_preprocess(model).",
+    )
+
+
+def _autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager[Any]:
+    if amp is None:
+        return contextlib.nullcontext()
+    if amp not in AMP_MODES:
+        raise PreprocessError.build("amp", received=repr(amp), expected="bf16, fp16 or None")
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 autocast is slow."""
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if callable(check))
+
+
+def _input_name(item: Any, index: int) -> str:
+    if isinstance(item, Image.Image):
+        return getattr(item, "filename", "") or f"<image {index}>"
+    return str(item)
+
+
+def predict(
+    model: nn.Module,
+    preprocess: Any,
+    inputs: Sequence[str | os.PathLike[str] | Image.Image] | str | os.PathLike[str],
+    *,
+    batch_size: int = 32,
+    workers: int | None = None,
+    top_k: int = 5,
+    mode: OutputMode = "softmax",
+    threshold: float = 0.5,
+    features: bool = False,
+    amp: AmpMode | None = None,
+    channels_last: bool = True,
+    compile: bool = False,  # noqa: A002 - the name matches torch.compile and the CLI flag
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    labels: Sequence[str] | str | os.PathLike[str] | None = None,
+    draft: bool = True,
+    threads: int | None = None,
+) -> Iterator[Prediction]:
+    """Predict every input; yields one :class:`Prediction` per input, in input order, as batches finish.
+
+    Args:
+        model: a classification model (``load_model``'s result); put in eval mode here.
+        preprocess: a :class:`pthkit.preprocess.Preprocess` (its ``transform()`` is used, and its ``resize_size``
+            sets reduced-size JPEG decoding) or any callable PIL RGB image → CHW float tensor.
+        inputs: paths, folders, globs, ``@list.txt``, ``-`` (see :func:`pthkit.images.expand_inputs`) or PIL images.
+        batch_size: images per forward pass.
+        workers: DataLoader worker processes; ``None`` = 0 for fewer than 16 inputs, else a quarter of the cores
+            (at least 1) for a CPU model, one per core (max 8) for a GPU model. See :func:`auto_workers`.
+        top_k: classes kept per input in ``"softmax"`` / ``"logits"`` modes.
+        mode: ``"softmax"`` (single-label probabilities), ``"sigmoid"`` (multi-label: every class with probability
+            ≥ ``threshold``) or ``"logits"`` (raw outputs, full vector kept).
+        features: also return the pooled embedding (input of the classifier) in ``Prediction.features``.
+        amp: ``"bf16"`` / ``"fp16"`` autocast (CPU or GPU); ``None`` runs in the model's dtype.
+        channels_last: use the channels_last memory format (faster convolutions on CPU and GPU).
+        compile: ``torch.compile`` the model first (slow start, faster long runs; needs a C++ compiler on CPU).
+        device: where to run; ``None`` = where the model's weights are.
+        progress: show a progress bar on stderr.
+        labels: class names (a list or a file) overriding the preprocess/bundle names and ImageNet's.
+        draft: allow reduced-size JPEG decoding (``False`` decodes every image in full).
+        threads: torch intra-op threads during this run (restored after); ``None`` leaves them as they are.
+
+    Raises:
+        InputNotFoundError: no inputs. (A missing or unreadable *single* input is reported in its Prediction.)
+        PreprocessError: invalid ``mode``/``amp``/``top_k``, or ``labels`` that do not match the model's outputs.
+    """
+    if mode not in OUTPUT_MODES:
+        raise PreprocessError.build("output mode", received=repr(mode), expected="softmax, sigmoid or logits")
+    if top_k < 1:
+        raise PreprocessError.build("top_k", received=str(top_k), expected="an integer ≥ 1")
+    if batch_size < 1:
+        raise PreprocessError.build("batch_size", received=str(batch_size), expected="an integer ≥ 1")
+    if amp is not None and amp not in AMP_MODES:
+        raise PreprocessError.build("amp", received=repr(amp), expected="bf16, fp16 or None")
+
+    if isinstance(inputs, (str, os.PathLike)) or (
+        isinstance(inputs, Sequence) and not all(isinstance(i, Image.Image) for i in inputs)
+    ):
+        items: list[Any] = []
+        for item in [inputs] if isinstance(inputs, (str, os.PathLike)) else inputs:
+            items.extend([item] if isinstance(item, Image.Image) else expand_inputs([item]))
+    else:
+        items = list(inputs)
+    if not items:
+        raise InputNotFoundError.build("images", received="no inputs", expected="at least one image")
+
+    dev = _resolve_device(model, device)
+    model = model.eval().to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    extractor = FeatureExtractor(model) if features else None
+    forward: Callable[[torch.Tensor], Any] = extractor if extractor is not None else model
+    if compile:
+        forward = torch.compile(forward)
+
+    dataset = ImageListDataset(items, _transform_of(preprocess), draft_size=draft_size_for(preprocess) if draft else None)
+    n_workers = auto_workers(len(items), dev.type) if workers is None else max(0, int(workers))
+    n_workers = min(n_workers, (len(items) + batch_size - 1) // batch_size)  # an idle worker only costs start-up
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=n_workers,
+        collate_fn=collate_samples,
+        pin_memory=dev.type == "cuda",
+        worker_init_fn=worker_init if n_workers else None,
+        prefetch_factor=4 if n_workers else None,
+    )
+    known = getattr(preprocess, "label_names", None)
+    names: list[str] | None = None
+    names_resolved = False
+    k = top_k
+
+    bar = _progress(len(items)) if progress else None
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(max(1, int(threads)))  # for this run only; restored below
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                batch: Batch
+                rows: dict[int, Prediction] = {
+                    idx: Prediction(path=_input_name(items[idx], idx), index=idx, mode=mode, error=err)
+                    for idx, err in batch.failed
+                }
+                if batch.tensors is not None:
+                    x = batch.tensors.to(dev, non_blocking=True)
+                    if channels_last and x.dim() == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    param = next(model.parameters(), None)
+                    if amp is None and param is not None and param.is_floating_point() and x.dtype != param.dtype:
+                        x = x.to(param.dtype)
+                    with _autocast(dev, amp):
+                        out = forward(x)
+                    logits, pooled = out if extractor is not None else (out, None)
+                    if isinstance(logits, (tuple, list)):  # models returning (logits, aux)
+                        logits = logits[0]
+                    logits = logits.float().flatten(1).cpu()
+                    if not names_resolved:
+                        names, _ = resolve_label_names(logits.shape[1], labels=labels, known=known)
+                        names_resolved = True
+                        k = min(top_k, logits.shape[1])
+                    pooled_np = pooled.float().cpu().numpy() if pooled is not None else None
+                    rows.update(_interpret(logits, batch.indices, items, names, mode, k, threshold, pooled_np))
+                for idx in sorted(rows):
+                    yield rows[idx]
+                if bar is not None:
+                    bar[0].advance(bar[1], len(batch.indices) + len(batch.failed))
+    finally:
+        if torch.get_num_threads() != previous_threads:
+            torch.set_num_threads(previous_threads)
+        if bar is not None:
+            bar[0].stop()
+        if extractor is not None:
+            extractor.close()
+
+
+def _interpret(
+    logits: torch.Tensor,
+    indices: list[int],
+    items: Sequence[Any],
+    names: list[str] | None,
+    mode: str,
+    k: int,
+    threshold: float,
+    pooled: np.ndarray | None,
+) -> dict[int, Prediction]:
+    def label(i: int) -> str | None:
+        return names[i] if names is not None and i < len(names) else None
+
+    rows: dict[int, Prediction] = {}
+    if mode == "sigmoid":
+        probs = torch.sigmoid(logits)
+    elif mode == "softmax":
+        probs = torch.softmax(logits, dim=1)
+    else:
+        probs = logits
+    top_vals, top_idx = probs.topk(k, dim=1) if mode != "sigmoid" else (None, None)
+    raw = logits.numpy()
+    for row, idx in enumerate(indices):
+        if mode == "sigmoid":
+            over = (probs[row] >= threshold).nonzero().flatten().tolist()
+            over.sort(key=lambda i: -float(probs[row, i]))
+            classes = [ClassScore(i, label(i), float(probs[row, i])) for i in over]
+        else:
+            classes = [
+                ClassScore(int(i), label(int(i)), float(v))
+                for v, i in zip(top_vals[row].tolist(), top_idx[row].tolist())  # type: ignore[index]
+            ]
+        rows[idx] = Prediction(
+            path=_input_name(items[idx], idx),
+            index=idx,
+            mode=mode,
+            classes=classes,
+            logits=logits[row].tolist() if mode == "logits" else None,
+            features=pooled[row] if pooled is not None else None,
+            raw_logits=raw[row],
+        )
+    return rows
+
+
+def _progress(total: int) -> tuple[Any, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("predict"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=Console(stderr=True), transient=True,
+    )
+    task = bar.add_task("predict", total=total)
+    bar.start()
+    return bar, task
+
+
+def save_features(predictions: Sequence[Prediction], path: str | os.PathLike[str]) -> list[Path]:
+    """Write the features of the successful predictions to ``.npy`` or ``.safetensors``; returns the files written.
+
+    Row ``i`` is the ``i``-th successful input. ``.safetensors`` stores the paths in its metadata (``"paths"``, a
+    JSON list); ``.npy`` gets a ``<name>.paths.txt`` beside it with one path per line.
+
+    Raises:
+        PreprocessError: unknown extension, or no prediction carries features.
+    """
+    path = Path(path)
+    rows = [p for p in predictions if p.ok and p.features is not None]
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".safetensors"):
+        raise PreprocessError.build(
+            "features file", received=repr(str(path)), expected="a name ending in .npy or .safetensors",
+            hint="e.g. --features out.npy",
+        )
+    if not rows:
+        raise PreprocessError.build(
+            "features", received="no successful prediction with features", expected="at least one image that decoded",
+        )
+    array = np.stack([p.features for p in rows]).astype(np.float32)  # type: ignore[misc]
+    paths = [p.path for p in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        np.save(path, array)
+        sidecar = path.with_name(path.stem + ".paths.txt")
+        sidecar.write_text("".join(p + "\n" for p in paths), encoding="utf-8")
+        return [path, sidecar]
+    from safetensors.numpy import save_file
+
+    save_file({"features": array}, str(path), metadata={"paths": json.dumps(paths), "format": "pthkit-features"})
+    return [path]
