@@ -19,14 +19,12 @@ def full_index():
     reset_index()
 
 
-@pytest.mark.slow
 def test_index_covers_the_registry(full_index):
     names = set(list_architectures(source="timm")) | set(list_architectures(source="torchvision"))
     assert names <= set(full_index.signatures) | set(full_index.failures)
     assert len(full_index.failures) < 0.02 * len(names)
 
 
-@pytest.mark.slow
 def test_real_lite0_against_everything(full_index, lite0_path):
     result = identify(torch.load(lite0_path, map_location="cpu", weights_only=True))
     assert result.confident and result.best.architecture == "timm:efficientnet_lite0"
@@ -34,7 +32,6 @@ def test_real_lite0_against_everything(full_index, lite0_path):
     assert result.elapsed_s < 5
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name,kwargs", [
     ("torchvision:resnet50", {"num_classes": 10}), ("timm:convnext_tiny", {}), ("timm:vit_small_patch16_224", {}),
     ("torchvision:mobilenet_v3_large", {}), ("timm:efficientnet_b0", {"num_classes": 3}),

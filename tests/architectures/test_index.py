@@ -73,7 +73,6 @@ def test_worker_processes_compute_the_same_signatures(private_cache):
     assert got["timm:nope_net"][0] is None and "UnknownArchitectureError" in got["timm:nope_net"][1]
 
 
-@pytest.mark.slow
 def test_parallel_build_matches_in_process(private_cache):
     names = [f"timm:{n}" for n in ("test_resnet", "test_vit", "test_efficientnet", "test_convnext", "test_byobnet",
                                    "test_nfnet", "test_vit2", "test_vit3", "test_mambaout", "test_coatnet")]

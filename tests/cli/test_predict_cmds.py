@@ -144,7 +144,6 @@ def test_bundle_folder_needs_no_flags(capsys, folder, tmp_path: Path):
     assert {c["label"] for c in row["classes"]} <= set(names) and len(row["classes"]) == 3
 
 
-@pytest.mark.slow
 def test_acceptance_efficientnet_lite0_no_flags(capsys, lite0_path):
     """The mission: a bare ImageNet .pth, no --arch, no preprocessing flags, right labels on the sample photos."""
     from pthkit.samples import photo

@@ -47,13 +47,11 @@ def test_lite0_with_named_arch_loads_by_alignment_and_sees_espresso(lite0_path):
     _check(model, report)
 
 
-@pytest.mark.slow
 def test_lite0_tf_variant_fits_the_same_file(lite0_path):
     model, report = load_model(lite0_path, "timm:tf_efficientnet_lite0", device="cpu")
     _check(model, report)
 
 
-@pytest.mark.slow
 def test_lite0_identified_without_arch_reports_the_ambiguity(lite0_path):
     # Identification against the full index (built on first use: slow when the cache is cold).
     model, report = load_model(lite0_path, device="cpu")

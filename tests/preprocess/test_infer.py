@@ -160,7 +160,6 @@ def test_fixed_input_size_model_is_retried_at_224(tiny_net, fit_first_bn, fit_ba
     assert guess.candidate.family == "half" and guess.layer == "inner.bn"
 
 
-@pytest.mark.slow
 def test_corpus_of_architectures_and_pipelines_disjoint_photos(fit_first_bn):
     """7 architectures x 8 pipelines, statistics from 4 photos, inference on 4 *other* photos: every family right,
     confident (>= 90% high); a wrong channel order only ever comes as a reported tie (measured: 56/56 families;

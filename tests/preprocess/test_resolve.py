@@ -228,7 +228,6 @@ def test_labels_flag():
     assert pre.label_names == ["a", "b"] and pre.sources["label_names"] == "--labels flag"
 
 
-@pytest.mark.slow
 def test_identified_without_arch_make_demo_path(lite0_path):
     """`pthkit predict lite0.pth coffee.png` with no flags: identify -> load -> infer 0.5/0.5 -> espresso."""
     from pthkit.loading import load_model

@@ -203,7 +203,6 @@ def test_threads_set_for_the_run_and_restored(model, images):
     assert seen == [1] and torch.get_num_threads() == before
 
 
-@pytest.mark.slow
 def test_draft_decoding_agrees_with_full_decoding_on_real_weights(lite0_path, tmp_path: Path):
     """Reduced-size JPEG decoding must not change answers: top-1 agreement >= 99% on enlarged sample photos."""
     from pthkit.loading import load_model

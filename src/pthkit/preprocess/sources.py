@@ -199,9 +199,9 @@ def _first(value: Any) -> int:
 
 def imagenet_label_names() -> list[str]:
     """The 1000 ImageNet-1k class names (short names, as torchvision's weights metadata lists them)."""
-    from torchvision import models
+    from pthkit.labels import imagenet_labels
 
-    return list(models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return imagenet_labels()
 
 
 # --- bundle and checkpoint -------------------------------------------------------------------------------------------
