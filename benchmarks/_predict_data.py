@@ -37,15 +37,15 @@ def _make(src: list[Image.Image], size: tuple[int, int], rng: random.Random) -> 
     return big.crop((x, y, x + w, y + h))
 
 
-def build(folder: Path) -> list[Path]:
-    """Write (once) and list the benchmark JPEGs."""
+def build(folder: Path, copies: int = 1) -> list[Path]:
+    """Write (once) and list the benchmark JPEGs: ``80 * copies`` of them, in the same size mix."""
     folder.mkdir(parents=True, exist_ok=True)
     marker = folder / ".complete"
     rng = random.Random(0)
     names: list[Path] = []
     plan = []
     for count, sizes in MIX:
-        for i in range(count):
+        for i in range(count * copies):
             plan.append(sizes[i % len(sizes)])
     rng.shuffle(plan)
     for i, size in enumerate(plan):

@@ -83,3 +83,34 @@ def test_draft_size_for_preprocess_values():
     assert draft_size_for(SimpleNamespace(resize_size=(240, 320)), margin=1.0) == (320, 240)
     assert draft_size_for(SimpleNamespace(input_size=(3, 224, 224)), margin=1.0) == (224, 224)
     assert draft_size_for(object()) is None
+
+
+@pytest.mark.parametrize("bgr", [False, True])
+def test_split_transform_gives_the_whole_pipelines_numbers(bgr: bool):
+    import numpy as np
+
+    from pthkit.images.dataset import split_transform
+    from pthkit.preprocess.types import Preprocess
+
+    pre = Preprocess(input_size=(3, 32, 32), crop_pct=0.875, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3),
+                     channel_order="bgr" if bgr else "rgb")
+    whole = pre.transform()
+    per_image, tail = split_transform(whole)
+    assert tail is not None
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(rng.integers(0, 255, (40 + 9 * i, 50, 3), dtype=np.uint8)) for i in range(3)]
+    parts = [per_image(im) for im in imgs]
+    assert all(p.dtype == torch.uint8 for p in parts)
+    got = tail(torch.stack(parts))
+    expected = torch.stack([whole(im) for im in imgs])
+    assert got.dtype == torch.float32
+    assert torch.equal(got, expected)
+
+
+def test_split_transform_keeps_other_callables_whole():
+    from pthkit.images.dataset import split_transform
+
+    def fn(img: Image.Image) -> torch.Tensor:
+        return torch.zeros(3, 2, 2)
+
+    assert split_transform(fn) == (fn, None)

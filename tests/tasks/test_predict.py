@@ -222,3 +222,50 @@ def test_draft_decoding_agrees_with_full_decoding_on_real_weights(lite0_path, tm
     full = list(predict(model, pre, big, workers=0, draft=False))
     agree = sum(a.classes[0].index == b.classes[0].index for a, b in zip(drafted, full)) / len(big)
     assert agree >= 0.99, [(a.path, a.top1, b.top1) for a, b in zip(drafted, full) if a.top1.index != b.top1.index]
+
+
+def test_threaded_decoding_gives_the_inline_answers_in_order(model, images, tmp_path: Path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("nope")
+    inputs = [images[0], bad, *images[1:]]
+    inline = list(predict(model, PRE, inputs, batch_size=2, workers=0, mode="logits"))
+    threaded = list(predict(model, PRE, inputs, batch_size=2, mode="logits"))  # CPU, workers=None: threads
+    assert [p.path for p in threaded] == [str(p) for p in inputs]
+    assert [p.ok for p in threaded] == [True, False, True, True, True, True]
+    assert "not an image" in (threaded[1].error or "")
+    for a, b in zip(inline, threaded):
+        assert a.ok == b.ok
+        if a.ok:
+            assert a.logits == pytest.approx(b.logits, abs=1e-5)
+
+
+def test_threaded_decoding_stops_cleanly_when_the_caller_stops(model, images):
+    gen = predict(model, PRE, images, batch_size=1)
+    first = next(gen)
+    gen.close()
+    assert first.ok and first.path == str(images[0])
+
+
+def test_cpu_plan_gives_the_model_fewer_threads_while_others_hold_cores(monkeypatch):
+    from pthkit.tasks import predict as mod
+
+    clock = {"wall": 0.0, "all": 0.0, "own": 0.0}
+    monkeypatch.setattr(mod, "_cores", lambda: 2)
+    monkeypatch.setattr(mod, "_machine_busy", lambda: (clock["all"], clock["own"]))
+    monkeypatch.setattr(mod.time, "perf_counter", lambda: clock["wall"])
+    before = torch.get_num_threads()
+    try:
+        plan = mod._CpuPlan(2, adapt=True)
+        clock.update(wall=1.0, all=2.0, own=1.0)  # over 1 s: 2 cores busy, 1 of them by us -> 1 core taken by others
+        plan.before_forward()
+        assert plan.current == 1 and torch.get_num_threads() == 1
+        assert plan.ahead(32, 2) > 0  # decoding runs ahead beside the 1-thread model
+        clock.update(wall=2.0, all=3.9, own=2.9)  # idle again: only our own CPU time
+        plan.before_forward()
+        assert plan.current == 2 and plan.ahead(32, 2) == 0  # all threads, decoding alternates with the model
+        fixed = mod._CpuPlan(2, adapt=False)  # an explicit `threads` is never changed
+        clock.update(wall=3.0, all=5.9, own=2.9)
+        fixed.before_forward()
+        assert fixed.current == 2
+    finally:
+        torch.set_num_threads(before)

@@ -81,6 +81,24 @@ def _sanity(predictions: list[Prediction], mode: str, label_names: Any, warn: An
         warn(message)
 
 
+def _post_load_check(model: Any, preprocess: Any, warn: Any) -> None:
+    """Run the model on the packaged sample photos once: warn when its predictions are uniform, constant, or miss
+    the photos' known ImageNet classes (weights loaded wrong, or a normalization that does not match the weights).
+
+    Only for weights files identified by structure (no ``--arch``, no bundle): there nothing but the weights vouches
+    for the result. Skipped, silently, when the sample-photo packages are not installed.
+    """
+    from pthkit.errors import InputNotFoundError
+    from pthkit.preprocess import check_model_sane
+
+    try:
+        messages = check_model_sane(model, preprocess)
+    except InputNotFoundError:
+        return
+    for message in messages:
+        warn(f"post-load check on sample photos: {message}")
+
+
 def _csv_header(mode: str, k: int, n_logits: int) -> list[str]:
     head = ["path", "ok", "error"]
     if mode == "sigmoid":
@@ -203,6 +221,8 @@ def predict_command(
         out.print(_escape(describe() if callable(describe) else str(preprocess)))
 
     mode = "sigmoid" if multi_label else ("logits" if logits else "softmax")
+    if arch is None and mode == "softmax" and not isinstance(report, dict):
+        _post_load_check(loaded, preprocess, warn)
     progress = len(paths) >= _PROGRESS_FROM and err_console.is_terminal
     results = predict(
         loaded, preprocess, paths, batch_size=batch_size, workers=workers, top_k=top_k, mode=mode,  # type: ignore[arg-type]

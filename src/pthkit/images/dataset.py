@@ -29,6 +29,7 @@ __all__ = [
     "collate_samples",
     "draft_size_for",
     "worker_init",
+    "split_transform",
     "DRAFT_MARGIN",
 ]
 
@@ -68,6 +69,36 @@ def collate_samples(samples: Sequence[Sample]) -> Batch:
 def worker_init(_worker_id: int) -> None:
     """One intra-op thread per DataLoader worker: the workers run side by side with the model's threads."""
     torch.set_num_threads(1)
+
+
+def split_transform(transform: Any) -> tuple[Any, Callable[[torch.Tensor], torch.Tensor] | None]:
+    """Split an eval pipeline into a per-image part (PIL ops → uint8 ``(C, H, W)`` tensor) and a batch part.
+
+    A ``transforms.v2.Compose`` ending in ``ToImage, ToDtype(float32, scale=True), Normalize`` (optionally followed
+    by pthkit's ``ReverseChannels``) — what :meth:`Preprocess.transform` builds — is split after ``ToImage``: the
+    decoding threads/workers then only run PIL code (which releases the GIL) and hand over uint8 tensors (4× less
+    data), and the float conversion and normalization run once per batch on the main thread. The batch part applies
+    the very same torchvision functions element-wise, so the numbers are identical to the whole pipeline's. Any other
+    transform is returned whole, with ``None`` for the batch part. Hand-written because torchvision has no
+    "split a Compose" helper.
+    """
+    from torchvision.transforms import v2
+
+    steps = list(getattr(transform, "transforms", None) or []) if isinstance(transform, v2.Compose) else []
+    tail: list[Any] = []
+    if steps and type(steps[-1]).__name__ == "ReverseChannels":
+        tail.insert(0, steps.pop())
+    if (
+        len(steps) >= 3
+        and type(steps[-3]) is v2.ToImage
+        and type(steps[-2]) is v2.ToDtype
+        and type(steps[-1]) is v2.Normalize
+        and steps[-2].dtype == torch.float32
+        and steps[-2].scale
+    ):
+        tail = steps[-2:] + tail
+        return v2.Compose(steps[:-2]), v2.Compose(tail)
+    return transform, None
 
 
 # Reduced-size decoding keeps at least this multiple of the resize size. Measured on the real efficientnet-lite0

@@ -2,7 +2,10 @@
 
 What makes it fast (measured in ``benchmarks/predict.py``):
 
-- decoding runs in DataLoader worker processes (one torch thread each) beside the model, in batches;
+- on CPU, decoding runs in threads of this process (PIL releases the GIL), alternating with the model's forward
+  passes on an idle machine and beside them (with fewer model threads) while other processes hold cores; the
+  per-image part ends at a uint8 tensor and the float conversion + normalization run once per batch;
+- on GPU (or with ``workers=N``), decoding runs in DataLoader worker processes (one torch thread each);
 - large JPEGs are decoded at a reduced size (libjpeg DCT scaling, see :func:`pthkit.images.open_image`) when the
   preprocessing resizes them far down anyway;
 - ``torch.inference_mode``, channels_last memory format, optional bf16/fp16 autocast and ``torch.compile``.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +33,14 @@ from torch import nn
 
 from pthkit.errors import InputNotFoundError, PreprocessError
 from pthkit.images import expand_inputs
-from pthkit.images.dataset import Batch, ImageListDataset, collate_samples, draft_size_for, worker_init
+from pthkit.images.dataset import (
+    Batch,
+    ImageListDataset,
+    collate_samples,
+    draft_size_for,
+    split_transform,
+    worker_init,
+)
 from pthkit.labels import resolve_label_names
 
 __all__ = [
@@ -39,6 +50,7 @@ __all__ = [
     "Prediction",
     "predict",
     "auto_workers",
+    "auto_decode_threads",
     "save_features",
     "FeatureExtractor",
 ]
@@ -51,6 +63,8 @@ AMP_MODES: tuple[str, ...] = ("bf16", "fp16")
 # Below this many inputs, starting worker processes costs more than decoding in the main process.
 _MIN_INPUTS_FOR_WORKERS = 16
 _MAX_WORKERS = 8
+# From this many inputs on, a CPU run decodes in threads beside the model (below: inline, in the main thread).
+_MIN_INPUTS_FOR_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -135,6 +149,104 @@ def auto_workers(num_inputs: int, device_type: str = "cpu") -> int:
     if device_type == "cpu":
         return max(1, min(_MAX_WORKERS, cores // 4))
     return max(1, min(cores, _MAX_WORKERS))
+
+
+def auto_decode_threads() -> int:
+    """Decoding threads for a CPU run: half the cores, at least 1 (PIL's decode and resize release the GIL)."""
+    return max(1, min(_MAX_WORKERS, _cores()))
+
+
+def _thread_batches(dataset: ImageListDataset, batch_size: int, threads: int, plan: "_CpuPlan") -> Iterator[Batch]:
+    """Batches of ``dataset`` decoded by a pool of threads, in order, up to two batches ahead of the consumer.
+
+    Why threads and not DataLoader worker processes on CPU: no process start-up (≈ 0.3-0.5 s with torch imported,
+    most of a short run), no pickling of tensors between processes, and the first batch can start as soon as its own
+    images are decoded. The per-image work is PIL code (JPEG decode, resize, crop) that releases the GIL, so the
+    threads run beside the model's intra-op threads.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = len(dataset)
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pthkit-decode")
+    futures: dict[int, Any] = {}
+    submitted = 0
+    try:
+        for start in range(0, n, batch_size):
+            end = min(n, start + batch_size)
+            ahead = plan.ahead(batch_size, threads)
+            while submitted < min(n, end + ahead):  # this batch, and `ahead` images beyond it
+                futures[submitted] = pool.submit(dataset.__getitem__, submitted)
+                submitted += 1
+            samples = []
+            for i in range(start, end):
+                samples.append(futures.pop(i).result())
+                if submitted < min(n, end + ahead):
+                    futures[submitted] = pool.submit(dataset.__getitem__, submitted)
+                    submitted += 1
+            yield collate_samples(samples)
+    finally:  # also when the caller stops early: drop what is queued, wait only for what is running
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _machine_busy() -> tuple[float, float] | None:
+    """(CPU seconds used by all processes, by this process) so far, or ``None`` where ``/proc/stat`` is missing."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK"), time.process_time()
+
+
+class _CpuPlan:
+    """How a CPU run shares the cores between the model and the decoding threads, re-decided before every batch.
+
+    Two ways, and which is faster depends on what else runs on the machine (measured in benchmarks/predict.py):
+
+    - **alternate**: the model uses every intra-op thread, and the decoding threads decode the next batch only
+      while the model is not running (no prefetch). Nothing competes for a core, so the OpenMP threads are never
+      starved: best on an idle machine (lite0, 2 cores: 48 img/s vs 37 with a decoding process beside the model).
+    - **overlap**: the model uses the cores other processes leave free, and decoding runs ahead beside it. A model
+      with as many threads as cores while another process holds a core stalls at every OpenMP barrier waiting for
+      a thread that is not scheduled (measured 2.5-3x slower on the 2-core machine under load).
+
+    The other processes' CPU use is read from ``/proc/stat`` minus this process's own CPU time over the previous
+    batch (free, no probing). Hand-written: no library picks intra-op threads at run time.
+    """
+
+    def __init__(self, threads: int, adapt: bool) -> None:
+        self.full = max(1, threads)
+        self.current = self.full
+        self.adapt = adapt and self.full > 1
+        self.cores = _cores()
+        self._last: tuple[float, float, float] | None = None
+        self._sample()
+
+    def _sample(self) -> float | None:
+        """Cores used by other processes since the previous sample (``None`` the first time / when unknown)."""
+        if not self.adapt:
+            return None
+        now = _machine_busy()
+        if now is None:
+            self.adapt = False
+            return None
+        wall = time.perf_counter()
+        last, self._last = self._last, (wall, *now)
+        if last is None or wall - last[0] < 0.05:
+            return None
+        return max(0.0, (now[0] - last[1]) - (now[1] - last[2])) / (wall - last[0])
+
+    def ahead(self, batch_size: int, decode_threads: int) -> int:
+        """Images to decode beyond the batch being assembled (0 = alternate)."""
+        return 0 if self.current >= self.full and self.full > 1 else batch_size + decode_threads
+
+    def before_forward(self) -> None:
+        others = self._sample()
+        if others is not None:
+            self.current = max(1, min(self.full, round(self.cores - others)))
+        if torch.get_num_threads() != self.current:
+            torch.set_num_threads(self.current)
 
 
 class FeatureExtractor:
@@ -256,8 +368,9 @@ def predict(
             sets reduced-size JPEG decoding) or any callable PIL RGB image → CHW float tensor.
         inputs: paths, folders, globs, ``@list.txt``, ``-`` (see :func:`pthkit.images.expand_inputs`) or PIL images.
         batch_size: images per forward pass.
-        workers: DataLoader worker processes; ``None`` = 0 for fewer than 16 inputs, else a quarter of the cores
-            (at least 1) for a CPU model, one per core (max 8) for a GPU model. See :func:`auto_workers`.
+        workers: DataLoader worker processes (0 = decode in the main thread). ``None`` (default): for a CPU model,
+            decoding threads in this process, sharing the cores with the model batch by batch (see ``_CpuPlan``);
+            for a GPU model, :func:`auto_workers` processes.
         top_k: classes kept per input in ``"softmax"`` / ``"logits"`` modes.
         mode: ``"softmax"`` (single-label probabilities), ``"sigmoid"`` (multi-label: every class with probability
             ≥ ``threshold``) or ``"logits"`` (raw outputs, full vector kept).
@@ -269,7 +382,8 @@ def predict(
         progress: show a progress bar on stderr.
         labels: class names (a list or a file) overriding the preprocess/bundle names and ImageNet's.
         draft: allow reduced-size JPEG decoding (``False`` decodes every image in full).
-        threads: torch intra-op threads during this run (restored after); ``None`` leaves them as they are.
+        threads: torch intra-op threads during this run (restored after). ``None``: torch's setting, lowered for a
+            batch while other processes hold cores (CPU model, ``workers=None``; measured 2.5-3x faster then).
 
     Raises:
         InputNotFoundError: no inputs. (A missing or unreadable *single* input is reported in its Prediction.)
@@ -304,19 +418,25 @@ def predict(
     if compile:
         forward = torch.compile(forward)
 
-    dataset = ImageListDataset(items, _transform_of(preprocess), draft_size=draft_size_for(preprocess) if draft else None)
-    n_workers = auto_workers(len(items), dev.type) if workers is None else max(0, int(workers))
-    n_workers = min(n_workers, (len(items) + batch_size - 1) // batch_size)  # an idle worker only costs start-up
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=n_workers,
-        collate_fn=collate_samples,
-        pin_memory=dev.type == "cuda",
-        worker_init_fn=worker_init if n_workers else None,
-        prefetch_factor=4 if n_workers else None,
-    )
+    per_image, batch_tail = split_transform(_transform_of(preprocess))
+    dataset = ImageListDataset(items, per_image, draft_size=draft_size_for(preprocess) if draft else None)
+    plan: _CpuPlan | None = None
+    if workers is None and dev.type == "cpu" and len(items) >= _MIN_INPUTS_FOR_THREADS:
+        plan = _CpuPlan(threads if threads is not None else torch.get_num_threads(), adapt=threads is None)
+        loader: Any = _thread_batches(dataset, batch_size, auto_decode_threads(), plan)
+    else:
+        n_workers = auto_workers(len(items), dev.type) if workers is None else max(0, int(workers))
+        n_workers = min(n_workers, (len(items) + batch_size - 1) // batch_size)  # an idle worker only costs start-up
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=n_workers,
+            collate_fn=collate_samples,
+            pin_memory=dev.type == "cuda",
+            worker_init_fn=worker_init if n_workers else None,
+            prefetch_factor=4 if n_workers else None,
+        )
     known = getattr(preprocess, "label_names", None)
     names: list[str] | None = None
     names_resolved = False
@@ -338,9 +458,13 @@ def predict(
                     x = batch.tensors.to(dev, non_blocking=True)
                     if channels_last and x.dim() == 4:
                         x = x.contiguous(memory_format=torch.channels_last)
+                    if batch_tail is not None:  # uint8 -> float, normalize: once per batch, on the model's device
+                        x = batch_tail(x)
                     param = next(model.parameters(), None)
                     if amp is None and param is not None and param.is_floating_point() and x.dtype != param.dtype:
                         x = x.to(param.dtype)
+                    if plan is not None:
+                        plan.before_forward()
                     with _autocast(dev, amp):
                         out = forward(x)
                     logits, pooled = out if extractor is not None else (out, None)
