@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PTHKIT := $(VENV)/bin/pthkit
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv bench clean
+.PHONY: demo test test-slow venv bench bench-read bench-identify bench-predict bench-train clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,19 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -p no:cacheprovider
 
-bench: $(STAMP)
+# One command per question; each writes benchmarks/results/<name>.md (collected in BENCHMARKS.md).
+bench: bench-read bench-identify bench-predict bench-train
+
+bench-read: $(STAMP)
 	$(PY) benchmarks/read.py
-	$(PY) benchmarks/identify.py
+
+bench-identify: $(STAMP)
+	$(PY) benchmarks/identify.py --cold
+
+bench-predict: $(STAMP)
 	$(PY) benchmarks/predict.py
+
+bench-train: $(STAMP)
 	$(PY) benchmarks/train.py
 
 clean:

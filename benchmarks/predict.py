@@ -14,7 +14,9 @@ pthkit), side by side in one run, interleaved, repeated; medians reported:
 Also: peak memory of (c) (a fresh process), top-1 agreement of reduced-size JPEG decoding vs full decoding, and of
 bf16 autocast vs fp32, on the real model. Results go to benchmarks/results/predict.md.
 
-    .venv/bin/python benchmarks/predict.py [--repeats 3] [--batch-size 32] [--models resnet18,lite0]
+    .venv/bin/python benchmarks/predict.py [--repeats 3] [--batch-size 32] [--models resnet18,lite0] [--copies 1]
+
+``--copies 3`` uses 240 images in the same size mix (start-up costs amortize over more batches).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ import _predict_data  # noqa: E402
 
 IMAGES = HERE / "_work" / "predict_images"
 RESULTS = HERE / "results" / "predict.md"
+START_LOAD = os.getloadavg()[0]
 
 
 # --- models and preprocessing ----------------------------------------------------------------------------------------
@@ -140,10 +143,12 @@ def timed(fn, *args, **kwargs) -> tuple[float, list[int]]:
 # --- child process: peak memory of (c) -------------------------------------------------------------------------------
 
 
-def child_peak(name: str, batch_size: int) -> dict:
+def child_peak(name: str, batch_size: int, copies: int) -> dict:
+    global IMAGES
+    IMAGES = images_dir(copies)
     model, pre, _ = load(name)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    paths = _predict_data.build(IMAGES)
+    paths = _predict_data.build(IMAGES, copies)
     run_pthkit(model, pre, paths, batch_size)
     return {
         "rss_before_mb": before / 1024,
@@ -152,8 +157,41 @@ def child_peak(name: str, batch_size: int) -> dict:
     }
 
 
-def measure_peak(name: str, batch_size: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child-peak", name, "--batch-size", str(batch_size)],
+def images_dir(copies: int) -> Path:
+    return HERE / "_work" / ("predict_images" if copies == 1 else f"predict_images_x{copies}")
+
+
+def breakdown(model, pre, paths) -> dict[str, float]:
+    """Milliseconds per image, 1 thread, one after the other: decode (reduced-size), resize + crop (PIL), uint8 ->
+    normalized float (per batch), model forward (batch size 32, channels_last)."""
+    from pthkit.images import open_image
+    from pthkit.images.dataset import draft_size_for, split_transform
+
+    per_image, tail = split_transform(pre.transform())
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        imgs = [open_image(p, draft_size=draft_size_for(pre)) for p in paths]
+        t1 = time.perf_counter()
+        parts = [per_image(im) for im in imgs]
+        t2 = time.perf_counter()
+        x = tail(torch.stack(parts).contiguous(memory_format=torch.channels_last))
+        t3 = time.perf_counter()
+        _ceiling(model, x[:32], 32)
+        t4 = time.perf_counter()
+        _ceiling(model, x, 32)
+        t5 = time.perf_counter()
+    finally:
+        torch.set_num_threads(previous)
+    n = len(paths)
+    return {"decode": (t1 - t0) / n * 1e3, "resize_crop": (t2 - t1) / n * 1e3, "normalize": (t3 - t2) / n * 1e3,
+            "model_1thread": (t5 - t4) / n * 1e3}
+
+
+def measure_peak(name: str, batch_size: int, copies: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child-peak", name, "--batch-size", str(batch_size),
+                          "--copies", str(copies)],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -180,14 +218,18 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--models", default="resnet18,lite0")
-    parser.add_argument("--no-write", action="store_true", help="print only; do not write results/predict.md")
+    parser.add_argument("--copies", type=int, default=1, help="80 x COPIES images in the same size mix")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file (markdown)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write the results file")
     parser.add_argument("--child-peak", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_peak:
-        print(json.dumps(child_peak(args.child_peak, args.batch_size)))
+        print(json.dumps(child_peak(args.child_peak, args.batch_size, args.copies)))
         return 0
 
-    paths = _predict_data.build(IMAGES)
+    global IMAGES
+    IMAGES = images_dir(args.copies)
+    paths = _predict_data.build(IMAGES, args.copies)
     mp = [(lambda s: int(s[0]) * int(s[1]))(p.stem.split("_")[1].split("x")) / 1e6 for p in paths]
     bs = args.batch_size
     rows = []
@@ -216,8 +258,9 @@ def main() -> int:
                   for k in ("a", "b", "d")}
         ratio_range = {f"c/{k}": (min(times[k][i] / times["c"][i] for i in range(args.repeats)),
                                   max(times[k][i] / times["c"][i] for i in range(args.repeats))) for k in ("a", "b", "d")}
-        peak = measure_peak(name, bs)
+        peak = measure_peak(name, bs, args.copies)
         row = {"model": desc, "ips": ips, "ratios": ratios, "ratio_range": ratio_range, "peak": peak,
+               "breakdown": breakdown(model, pre, paths),
                "load": os.getloadavg()[0], "per_rep": {k: [len(paths) / t for t in v] for k, v in times.items()}}
         if name == "lite0":
             # accuracy side of the speed levers, on the real weights
@@ -254,9 +297,9 @@ def main() -> int:
     text = render(rows, paths, mp, bs, args.repeats)
     print(text)
     if not args.no_write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"written to {RESULTS}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"written to {args.out}")
     return 0
 
 
@@ -273,12 +316,14 @@ def render(rows, paths, mp, bs, repeats) -> str:
         "(load average shown per model), so absolute numbers are noisy.",
         f"- Images: {len(paths)} JPEGs made from the packages' sample photos: {small} under 0.5 MP, {mid} near 2 MP, "
         f"{large} near 12 MP ({sum(mp):.0f} MP in all). Batch size {bs}; {repeats} interleaved repeats, medians.",
+        f"- Command: `.venv/bin/python benchmarks/predict.py --repeats {repeats} --batch-size {bs} --copies "
+        f"{len(paths) // 80}`; load average (1 min) at the start: {START_LOAD:.2f}.",
         "- (a) classic per-image loop (PIL, Resize((224,224)), batch 1); (b) timm inference.py recipe (ImageDataset + "
         "create_transform + DataLoader, 2 workers); (c) `pthkit.tasks.predict.predict` defaults; (d) model only "
         "(tensors in memory, channels_last, inference_mode, best of 1 and all threads).",
         "",
         "| model | (a) classic | (b) timm recipe | (c) pthkit | (d) model only | (c)/(a) | (c)/(b) | (c)/(d) | "
-        "peak RSS (c) main / worker | load avg |",
+        "peak RSS (c) main / children | load avg |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -297,6 +342,13 @@ def render(rows, paths, mp, bs, repeats) -> str:
         per = r["per_rep"]
         lines.append(f"- {r['model']}: " + "; ".join(
             f"({k}) " + ", ".join(f"{v:.1f}" for v in per[k]) for k in ("a", "b", "c", "d")))
+    lines += ["", "Where the time goes (ms per image, 1 thread, steps one after the other; (c) overlaps "
+              "them on the cores):", ""]
+    for r in rows:
+        b = r["breakdown"]
+        lines.append(f"- {r['model']}: decode (reduced-size JPEG) {b['decode']:.1f}, resize + crop (PIL) "
+                     f"{b['resize_crop']:.1f}, uint8 -> normalized float (per batch) {b['normalize']:.2f}, "
+                     f"model forward {b['model_1thread']:.1f}")
     for r in rows:
         if "draft_agree" in r:
             lines += [

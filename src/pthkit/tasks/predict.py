@@ -1,9 +1,9 @@
-"""Batched prediction over image files: decode in DataLoader workers, run the model in batches, interpret the outputs.
+"""Batched prediction over image files: decode in threads (CPU) or DataLoader workers, run the model in batches.
 
 What makes it fast (measured in ``benchmarks/predict.py``):
 
-- on CPU, decoding runs in threads of this process (PIL releases the GIL), alternating with the model's forward
-  passes on an idle machine and beside them (with fewer model threads) while other processes hold cores; the
+- on CPU, decoding runs in threads of this process (PIL releases the GIL) at a lower priority, a batch ahead of
+  the model, which gets fewer intra-op threads while other processes hold cores (see ``_CpuPlan``); the
   per-image part ends at a uint8 tensor and the float conversion + normalization run once per batch;
 - on GPU (or with ``workers=N``), decoding runs in DataLoader worker processes (one torch thread each);
 - large JPEGs are decoded at a reduced size (libjpeg DCT scaling, see :func:`pthkit.images.open_image`) when the
@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -156,18 +157,41 @@ def auto_decode_threads() -> int:
     return max(1, min(_MAX_WORKERS, _cores()))
 
 
-def _thread_batches(dataset: ImageListDataset, batch_size: int, threads: int, plan: "_CpuPlan") -> Iterator[Batch]:
-    """Batches of ``dataset`` decoded by a pool of threads, in order, up to two batches ahead of the consumer.
+# Niceness added to each decoding thread (Linux). Measured (lite0, 80 images, 2 cores, img/s): idle machine, decoding
+# alternating with a 2-thread model 50, niced-5 decoding beside it 56 (niced 19: 57); one core held by another
+# process: 28.6 (niced 19: 27.0) vs 28.4.
+DECODE_NICENESS = 5
 
-    Why threads and not DataLoader worker processes on CPU: no process start-up (≈ 0.3-0.5 s with torch imported,
-    most of a short run), no pickling of tensors between processes, and the first batch can start as soon as its own
+
+def _lower_priority() -> None:
+    """Make the calling decoding thread yield to the model's threads (Linux: a thread is a schedulable task).
+
+    Decoding then fills the cores' idle moments (the model's serial parts and barriers) instead of preempting the
+    model's OpenMP threads, which would stall every thread of the model at its next barrier. Hand-written: neither
+    concurrent.futures nor torch sets thread priorities. Best effort: skipped where it is not supported.
+    """
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere setpriority(PRIO_PROCESS, thread id) is not per-thread
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + DECODE_NICENESS)
+    except (OSError, AttributeError):
+        pass
+
+
+def _thread_batches(dataset: ImageListDataset, batch_size: int, threads: int, plan: "_CpuPlan") -> Iterator[Batch]:
+    """Batches of ``dataset`` decoded by a pool of (lower-priority) threads, in order, a batch ahead of the consumer.
+
+    Why threads and not DataLoader worker processes on CPU: no worker process to start (a fixed cost that is a large
+    part of a short run), no pickling of tensors between processes, and the first batch can start as soon as its own
     images are decoded. The per-image work is PIL code (JPEG decode, resize, crop) that releases the GIL, so the
     threads run beside the model's intra-op threads.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     n = len(dataset)
-    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pthkit-decode")
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="pthkit-decode", initializer=_lower_priority)
     futures: dict[int, Any] = {}
     submitted = 0
     try:
@@ -200,26 +224,25 @@ def _machine_busy() -> tuple[float, float] | None:
 
 
 class _CpuPlan:
-    """How a CPU run shares the cores between the model and the decoding threads, re-decided before every batch.
+    """How many intra-op threads the model gets on a CPU run, re-decided before every batch.
 
-    Two ways, and which is faster depends on what else runs on the machine (measured in benchmarks/predict.py):
-
-    - **alternate**: the model uses every intra-op thread, and the decoding threads decode the next batch only
-      while the model is not running (no prefetch). Nothing competes for a core, so the OpenMP threads are never
-      starved: best on an idle machine (lite0, 2 cores: 48 img/s vs 37 with a decoding process beside the model).
-    - **overlap**: the model uses the cores other processes leave free, and decoding runs ahead beside it. A model
-      with as many threads as cores while another process holds a core stalls at every OpenMP barrier waiting for
-      a thread that is not scheduled (measured 2.5-3x slower on the 2-core machine under load).
+    The model gets every thread torch is set to use, except while other processes hold cores: then only the cores
+    they leave free. A model with as many OpenMP threads as cores while another process holds one stalls at every
+    barrier waiting for a thread that is not scheduled (measured 2.5-3x slower on the 2-core machine under load:
+    lite0 11 img/s with 2 threads vs 29 with 1). Decoding threads run beside the model at a lower priority
+    (``DECODE_NICENESS``) and decode up to a batch ahead.
 
     The other processes' CPU use is read from ``/proc/stat`` minus this process's own CPU time over the previous
-    batch (free, no probing). Hand-written: no library picks intra-op threads at run time.
+    batch (free, no probing; elsewhere the thread count is left alone). Hand-written: no library picks intra-op
+    threads at run time.
     """
 
     def __init__(self, threads: int, adapt: bool) -> None:
         self.full = max(1, threads)
         self.current = self.full
-        self.adapt = adapt and self.full > 1
         self.cores = _cores()
+        # /proc/stat counts every CPU of the machine: only meaningful when this process may run on all of them
+        self.adapt = adapt and self.full > 1 and self.cores == (os.cpu_count() or self.cores)
         self._last: tuple[float, float, float] | None = None
         self._sample()
 
@@ -238,8 +261,8 @@ class _CpuPlan:
         return max(0.0, (now[0] - last[1]) - (now[1] - last[2])) / (wall - last[0])
 
     def ahead(self, batch_size: int, decode_threads: int) -> int:
-        """Images to decode beyond the batch being assembled (0 = alternate)."""
-        return 0 if self.current >= self.full and self.full > 1 else batch_size + decode_threads
+        """Images to decode beyond the batch being assembled."""
+        return batch_size + decode_threads
 
     def before_forward(self) -> None:
         others = self._sample()
