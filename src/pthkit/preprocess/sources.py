@@ -80,27 +80,13 @@ def library_refs(arch: Any) -> LibraryRefs:
         return LibraryRefs(torchvision_weights=_torchvision_default_weights(rest))
     if sep or name.endswith(".py"):
         return LibraryRefs(note=f"{name} is user code: no library preprocessing config")
-    try:
-        from pthkit.architectures import get_architecture
-    except ImportError:  # the registry is optional for preprocessing; fall back on the libraries' own lookups
-        return _bare_name_refs(name)
+    from pthkit.architectures import get_architecture
+
     try:
         found = get_architecture(name)
     except UnknownArchitectureError:
         return LibraryRefs(note=f"{name!r} is not a registered architecture: no library preprocessing config")
     return LibraryRefs(getattr(found, "timm_name", None), getattr(found, "torchvision_weights", None))
-
-
-def _bare_name_refs(name: str) -> LibraryRefs:
-    import timm
-
-    base = name.split(".", 1)[0]
-    if timm.is_model(base):
-        return LibraryRefs(timm_name=name)
-    weights = _torchvision_default_weights(name)
-    if weights:
-        return LibraryRefs(torchvision_weights=weights)
-    return LibraryRefs(note=f"{name!r} has no timm or torchvision preprocessing config")
 
 
 def _torchvision_default_weights(model_name: str) -> str | None:
