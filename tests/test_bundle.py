@@ -102,3 +102,16 @@ def test_read_labels_from_text_and_json(tmp_path):
     (tmp_path / "l.txt").write_text("cat\ndog\n\n")
     (tmp_path / "l.json").write_text('{"1": "dog", "0": "cat"}')
     assert read_labels(tmp_path / "l.txt") == read_labels(tmp_path / "l.json") == ["cat", "dog"]
+
+
+def test_bundling_a_bundle_keeps_its_preprocessing_and_labels(tmp_path, tiny):
+    """Re-bundling used to reset input size, mean/std and labels to the architecture's defaults."""
+    from pthkit.bundle import bundle_weights
+
+    src = save_bundle(tiny, tmp_path / "src", architecture="timm:test_efficientnet", preprocess=_preprocess(),
+                      label_names=["w", "x", "y", "z"])
+    _, cfg = bundle_weights(src, tmp_path / "again")
+    assert cfg["label_names"] == ["w", "x", "y", "z"]
+    assert cfg["pretrained_cfg"]["input_size"] == [3, 48, 48] and cfg["pretrained_cfg"]["mean"] == [0.5] * 3
+    _, cfg = bundle_weights(src, tmp_path / "new_head", num_classes=2)  # the old labels no longer fit
+    assert "label_names" not in cfg and cfg["pretrained_cfg"]["input_size"] == [3, 48, 48]

@@ -291,6 +291,13 @@ def bundle_weights(
     from pthkit.preprocess import resolve_preprocess
     from pthkit.tasks._compat import arch_names, sha256_of
 
+    # Re-bundling a bundle keeps its preprocessing and labels (not the architecture defaults); its labels only
+    # while the head keeps its size.
+    src_cfg = read_bundle_config(weights) if is_bundle(weights) else None
+    if src_cfg is not None and (num_classes is not None or label_names is not None):
+        src_cfg = {k: v for k, v in src_cfg.items() if k != "label_names"}
+        src_cfg["pretrained_cfg"] = {k: v for k, v in (src_cfg.get("pretrained_cfg") or {}).items()
+                                     if k != "label_names"}
     if num_classes is None and label_names is not None:
         num_classes = len(label_names)
     model, report = load_model(weights, arch, arch_kwargs=arch_kwargs, num_classes=num_classes, device="cpu",
@@ -299,7 +306,7 @@ def bundle_weights(
     if label_names is not None:
         flags["label_names"] = list(label_names)
     pre = resolve_preprocess(model, arch=report.architecture, checkpoint=getattr(report, "checkpoint", None),
-                             overrides=flags or None)
+                             bundle_config=src_cfg, overrides=flags or None)
     cand = getattr(report, "candidate", None)
     kwargs = dict(getattr(report, "kwargs", None) or {})
     kwargs.update(arch_kwargs or {})

@@ -157,3 +157,16 @@ def test_acceptance_efficientnet_lite0_no_flags(capsys, lite0_path):
     assert top1["rocket.jpg"] == "missile"
     assert top1["chelsea.png"] in {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx"}
     assert "identified as" in err
+
+
+def test_json_help_says_json_lines(capsys):
+    """predict --json streams one object per image; its help must say so (json.load on the whole output fails)."""
+    code = main(["predict", "--help"])
+    out, _ = capsys.readouterr()
+    assert code == 0 and "JSON Lines" in " ".join(out.replace("│", " ").split())
+
+
+def test_threshold_outside_0_1_is_refused(capsys, weights, folder):
+    """A probability threshold over 1 used to be accepted and silently show no label for any image."""
+    code, _, err = run(capsys, weights, folder, *ARCH, "--multi-label", "--threshold", "2")
+    assert code == 2 and "--threshold" in err

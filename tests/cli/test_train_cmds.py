@@ -83,3 +83,15 @@ def test_errors_are_one_line_with_exit_code_1(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("Error: ")
     assert main(["finetune", str(tmp_path / "x.pth"), str(data), "--out", str(tmp_path / "o"), "--resume"]) == 1
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_bundle_refuses_size_zero_and_names_a_reinitialized_head(tmp_path, capsys):
+    """--size 0 used to be ignored silently; a --labels count unlike the file's head re-initializes it: say so."""
+    weights = make_tiny_weights(tmp_path / "w.pth", num_classes=4)
+    assert main(["bundle", str(weights), "--out", str(tmp_path / "a"), "--arch", TINY_ARCH, "--size", "0"]) == 1
+    assert "input_size" in capsys.readouterr().err
+    (tmp_path / "labels.txt").write_text("ant\nbee\n")
+    assert main(["bundle", str(weights), "--out", str(tmp_path / "b"), "--arch", TINY_ARCH, "--labels",
+                 str(tmp_path / "labels.txt")]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(2 classes)" in out and "re-initialized" in out and "random until fine-tuned" in out

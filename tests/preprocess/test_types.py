@@ -97,3 +97,10 @@ def test_describe_lists_steps_and_sources():
     assert "Labels: 4 names (tench, goldfish, shark, ...) [bundle config]" in text
     assert "Notes:\n  - a note" in text
     assert str(pre) == text
+
+
+def test_bad_input_size_hint_names_the_cli_flag() -> None:
+    """The CLI flag for input_size is --size; the hint must not point at a flag that does not exist."""
+    with pytest.raises(PreprocessError) as info:
+        Preprocess(input_size=(3, 0, 0))
+    assert "--size" in str(info.value) and "--input-size" not in str(info.value)

@@ -96,6 +96,18 @@ def test_evaluate_matches_classes_by_label_name_and_refuses_unknown_ones(tmp_pat
         evaluate(model, data, preprocess=pre, label_names=["x", "y", "z"], workers=0, device="cpu")
 
 
+def test_evaluate_refuses_bad_batch_size_and_workers(tmp_path):
+    """These used to surface as an 'unexpected ValueError' from the DataLoader."""
+    model = ChannelModel.build(permutation=(0, 1, 2))
+    with pytest.raises(DatasetError, match="batch size: received 0"):
+        evaluate(model, tmp_path, batch_size=0, device="cpu")
+    with pytest.raises(DatasetError, match="workers: received -1"):
+        evaluate(model, tmp_path, workers=-1, device="cpu")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="a file"):
+        evaluate(model, tmp_path, out_dir=tmp_path / "file", device="cpu")
+
+
 def test_evaluate_reports_an_unreadable_image_and_goes_on(tmp_path):
     from pthkit.preprocess import Preprocess
 

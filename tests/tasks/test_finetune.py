@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 
 from pthkit.errors import TrainingError
-from pthkit.tasks.finetune import CHECKPOINT_NAME, finetune, load_training_checkpoint
+from pthkit.tasks.finetune import CHECKPOINT_NAME, FinetuneResult, finetune, load_training_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared tiny-data helpers
 from _train_data import CLASSES, TINY_ARCH, make_image_folder, make_tiny_weights
@@ -101,6 +101,16 @@ def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, setup_data):
         finetune(weights, data, tmp_path / "run", resume=True, **ARGS)
     with pytest.raises(TrainingError, match="expected bf16 or fp16"):
         finetune(weights, data, tmp_path / "x", amp="fp8", **ARGS)  # type: ignore[arg-type]
+
+
+def test_refuses_zero_size_and_negative_workers(tmp_path, setup_data):
+    """--size 0 used to be silently ignored and --workers -1 used to crash inside the DataLoader."""
+    weights, data = setup_data
+    args = {k: v for k, v in ARGS.items() if k not in ("size", "workers")}
+    with pytest.raises(TrainingError, match="size: received 0"):
+        finetune(weights, data, tmp_path / "a", size=0, **args)
+    with pytest.raises(TrainingError, match="workers: received -1"):
+        finetune(weights, data, tmp_path / "b", workers=-1, **args)
 
 
 _KILLED_RUN = textwrap.dedent("""
@@ -238,3 +248,21 @@ def test_finetune_accepts_a_model_object(tmp_path, setup_data):
     assert r.architecture == TINY_ARCH and r.classes == list(CLASSES)
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["architecture"] == "test_efficientnet" and cfg["num_classes"] == 3
+
+
+def test_refuses_an_out_path_that_is_a_file_and_weights_that_do_not_fit_arch(tmp_path, setup_data):
+    """--out FILE used to crash with FileExistsError; a wrong --arch used to train from scratch silently."""
+    weights, data = setup_data
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(TrainingError, match="a file"):
+        finetune(weights, data, tmp_path / "file", **ARGS)
+    args = {**ARGS, "arch": "timm:test_resnet"}
+    with pytest.raises(TrainingError, match="do not fit timm:test_resnet"):
+        finetune(weights, data, tmp_path / "wrong", epochs=1, **args)
+
+
+def test_summary_without_validation_images_says_so(tmp_path):
+    r = FinetuneResult(out_dir=tmp_path, architecture="timm:x", classes=["a", "b"], best_epoch=1, best_metric=None,
+                       monitor="val_acc", history=[{"epoch": 1, "train_loss": 0.7}], epochs_run=1,
+                       stopped_early=False, resumed=False)
+    assert "no validation images" in str(r) and "nan" not in str(r)

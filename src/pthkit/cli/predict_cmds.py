@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from pthkit.cli._options import ArchKwargsOpt, ArchOpt, DeviceOpt, JsonOpt, TrustOpt
+from pthkit.cli._options import ArchKwargsOpt, ArchOpt, DeviceOpt, TrustOpt
 from pthkit.errors import PreprocessError
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ def predict_command(
     arch_kwargs: ArchKwargsOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes shown per image.")] = 5,
     multi_label: Annotated[bool, typer.Option("--multi-label", help="Sigmoid per class; show every class over --threshold.")] = False,
-    threshold: Annotated[float, typer.Option("--threshold", help="Probability threshold for --multi-label.")] = 0.5,
+    threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Probability threshold for --multi-label.")] = 0.5,
     logits: Annotated[bool, typer.Option("--logits", help="Raw logits instead of probabilities (full vector in --json/--csv).")] = False,
     features: Annotated[Optional[Path], typer.Option("--features", help="Also save pooled embeddings to FILE.npy or FILE.safetensors.")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Class names: one per line, or a JSON list.")] = None,
@@ -173,7 +173,7 @@ def predict_command(
     device: DeviceOpt = "auto",
     amp: Annotated[Optional[str], typer.Option("--amp", help="Autocast precision: bf16 or fp16 (CPU or GPU).")] = None,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow start, faster long runs).")] = False,
-    json_out: JsonOpt = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON Lines: one JSON object per image (parse line by line).")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV (one row per image) instead of a table.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print how the model was loaded and the preprocessing, with where each value came from.")] = False,
     size: Annotated[Optional[str], typer.Option("--size", help="Input size: 224 or H,W.")] = None,

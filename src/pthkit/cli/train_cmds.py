@@ -139,7 +139,7 @@ def bundle_command(
     """Turn a loadable weights file into a bundle: model.safetensors + config.json (timm's hub layout)."""
     from pthkit.bundle import bundle_weights, read_labels
 
-    overrides = {"input_size": (3, size, size)} if size else None
+    overrides = {"input_size": (3, size, size)} if size is not None else None
     folder, config = bundle_weights(weights, out, arch=arch, arch_kwargs=_arch_kwargs(arch_kwargs),
                                     label_names=read_labels(labels) if labels else None, num_classes=num_classes,
                                     overrides=overrides, trust=trust)
@@ -153,6 +153,11 @@ def bundle_command(
                   markup=False)
     if not section.get("timm_loadable", False):
         console.print(f"Note: {section.get('note', 'timm cannot load this bundle')}", markup=False)
+    # A head re-initialized (--num-classes, or a --labels count that differs from the file's head) holds random
+    # weights until fine-tuned: say so rather than let the bundle pass for the pretrained classifier.
+    for note in (section.get("load_report") or {}).get("notes", []):
+        if note.get("cause") == "classifier-head":
+            console.print(f"Note: {note.get('detail')}: its outputs are random until fine-tuned.", markup=False)
 
 
 def register(app: typer.Typer) -> None:

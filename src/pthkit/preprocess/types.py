@@ -304,5 +304,10 @@ class Preprocess:
 def _bad(name: str, value: Any, expected: str) -> PreprocessError:
     return PreprocessError.build(
         f"preprocessing value {name}", received=repr(value), expected=expected,
-        hint=f"Fix the {name} value (flag --{name.replace('_', '-')} or the bundle's config.json).",
+        hint=f"Fix the {name} value (flag --{_FLAG_NAMES.get(name, name.replace('_', '-'))} "
+        "or the bundle's config.json).",
     )
+
+
+# Preprocess fields whose CLI flag is not the field name with dashes (the CLI says --size for input_size).
+_FLAG_NAMES = {"input_size": "size"}

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pthkit.errors import ArchitectureError, InputNotFoundError
+from pthkit.errors import ArchitectureError, InputNotFoundError, TrainingError
 
 __all__ = [
     "LoadedModel",
@@ -126,6 +126,14 @@ def load_for_training(
                                        hint="Check the path.")
     model, report = load_model(path, arch, arch_kwargs=arch_kwargs, num_classes=num_classes, partial=True,
                                device=str(device), trust=trust)
+    # partial=True re-initializes the head; anything else that did not fit (a wrong --arch) would silently turn
+    # fine-tuning into training from scratch, so refuse it.
+    blocking = list(getattr(report, "blocking", None) or [])
+    if blocking:
+        raise TrainingError.build(
+            f"weights {path.name}", received=f"{len(blocking)} tensors that do not fit {report.architecture}: "
+            f"{report.problem_summary()}", expected="every tensor but the classifier head to load",
+            hint="Check --arch (pthkit identify FILE ranks the architectures that fit).")
     name, timm_name = arch_names(getattr(report, "architecture", None) or arch or type(model).__name__, model)
     cand = getattr(report, "candidate", None)
     key_map = dict(getattr(cand, "key_map", None) or {}) or dict(getattr(report, "remapped", None) or {})

@@ -227,6 +227,14 @@ def evaluate(
     from pthkit.tasks._distributed import _pick_device
     from pthkit.tasks.datasets import ImageItemsDataset, collate_skip_failed, load_eval_data
 
+    if batch_size < 1:
+        raise DatasetError.build("batch size", received=repr(batch_size), expected="at least 1", hint="Fix the option.")
+    if workers is not None and workers < 0:
+        raise DatasetError.build("workers", received=repr(workers), expected="0 or more (0: load data in this process)",
+                                 hint="Fix the option.")
+    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise DatasetError.build("out folder", received=f"{out_dir} (a file)", expected="a folder path",
+                                 hint="Choose another --out.")
     dev = _pick_device(device, None)
     model, pre, config, desc = _load(model_or_bundle, arch, str(dev), trust, preprocess)
     model = model.to(dev)

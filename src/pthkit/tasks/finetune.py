@@ -110,6 +110,8 @@ class FinetuneConfig:
             raise bad("patience", self.patience, "at least 1")
         if self.save_every_steps is not None and self.save_every_steps < 1:
             raise bad("save every steps", self.save_every_steps, "at least 1")
+        if self.size is not None and self.size < 1:
+            raise bad("size", self.size, "a positive number of pixels, or no --size for the model's own")
 
 
 @dataclass
@@ -146,7 +148,10 @@ class FinetuneResult:
         lines = [f"Fine-tuned {self.architecture} on {len(self.classes)} classes: {self.epochs_run} epochs"
                  + (" (stopped early)" if self.stopped_early else "")
                  + f" in {self.elapsed_s:.1f} s, bundle in {self.out_dir}"]
-        if best:
+        if best and "val_acc" not in best:
+            lines.append(f"no validation images (every class too small to split): the bundle holds the last epoch "
+                         f"({self.best_epoch}); add a val/ folder or more images to measure it")
+        elif best:
             lines.append(f"best epoch {self.best_epoch}: val_acc {best.get('val_acc', float('nan')):.4f}, "
                          f"val_loss {best.get('val_loss', float('nan')):.4f}")
         if self.skipped:
@@ -432,6 +437,12 @@ def finetune(
                                   hint="Pass --resume to continue that run, --overwrite to replace it, "
                                   "or another --out.")
     cfg.check()
+    if out.exists() and not out.is_dir():
+        raise TrainingError.build("out folder", received=f"{out} (a file)", expected="a folder path",
+                                  hint="Choose another --out.")
+    if workers is not None and workers < 0:
+        raise TrainingError.build("workers", received=repr(workers),
+                                  expected="0 or more (0: load data in this process)", hint="Fix the option.")
 
     info = distributed.setup(device)
     try:
