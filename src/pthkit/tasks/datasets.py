@@ -160,15 +160,18 @@ def find_unreadable(paths: Sequence[str], *, workers: int | None = None) -> list
         return [r for r in pool.map(check, paths) if r is not None]
 
 
+def _without_unreadable(split: DataSplit, *item_lists: list) -> tuple[list, ...]:
+    """Each list of ``(path, label)`` without the images that fail to decode; those go to ``split.skipped``."""
+    bad = find_unreadable([p for items in item_lists for p, _ in items])
+    split.skipped.extend(bad)
+    bad_set = {p for p, _ in bad}
+    return tuple([it for it in items if it[0] not in bad_set] for items in item_lists)
+
+
 def _drop_unreadable(split: DataSplit, check: bool) -> DataSplit:
     if not check:
         return split
-    bad = find_unreadable([p for p, _ in split.train + split.val])
-    if bad:
-        bad_set = {p for p, _ in bad}
-        split.train = [it for it in split.train if it[0] not in bad_set]
-        split.val = [it for it in split.val if it[0] not in bad_set]
-        split.skipped.extend(bad)
+    split.train, split.val = _without_unreadable(split, split.train, split.val)
     if not split.train:
         raise DatasetError.build("dataset", received="no readable training images", expected="at least one",
                                  hint="Check the image files.")
@@ -249,10 +252,7 @@ def load_eval_data(data: str | os.PathLike, *, check_images: bool = True) -> Dat
         items = [(str(p), i) for i, c in enumerate(classes) for p in folders[c]]
         split = DataSplit(classes, [], sorted(items), layout=f"class folders ({base.name}/)")
     if check_images:
-        bad = find_unreadable([p for p, _ in split.val])
-        bad_set = {p for p, _ in bad}
-        split.val = [it for it in split.val if it[0] not in bad_set]
-        split.skipped.extend(bad)
+        (split.val,) = _without_unreadable(split, split.val)
     if not split.val:
         raise DatasetError.build("dataset", received="no readable images", expected="at least one image",
                                  hint="Check the data path.")
