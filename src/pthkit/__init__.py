@@ -12,6 +12,8 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
+    "open": "pthkit.api",
+    "Model": "pthkit.model",
     "read_checkpoint": "pthkit.checkpoint",
     "scan_file": "pthkit.checkpoint",
     "Checkpoint": "pthkit.checkpoint",
@@ -50,6 +52,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from pthkit.api import open
+    from pthkit.model import Model
     from pthkit.architectures import build_model, get_architecture, identify, list_architectures, register_architecture
     from pthkit.bundle import load_bundle, save_bundle
     from pthkit.checkpoint import Checkpoint, read_checkpoint, scan_file

@@ -29,7 +29,7 @@ from torch import nn
 
 from pthkit.errors import BundleError, InputNotFoundError
 
-__all__ = ["save_bundle", "load_bundle", "is_bundle", "read_bundle_config", "WEIGHTS_NAME", "CONFIG_NAME"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "is_bundle", "load_bundle", "read_bundle_config", "save_bundle"]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -41,11 +41,14 @@ def is_bundle(path: str | os.PathLike) -> bool:
     p = Path(path)
     if not (p.is_dir() and (p / WEIGHTS_NAME).is_file() and (p / CONFIG_NAME).is_file()):
         return False
+    from pthkit.api import read_json_config
+
     try:
-        cfg = json.loads((p / CONFIG_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        cfg = read_json_config(p / CONFIG_NAME)
+    except BundleError:
         return False
-    return isinstance(cfg, dict) and ("architecture" in cfg or "arch" in cfg.get("pthkit", {}))
+    section = cfg.get("pthkit")
+    return "architecture" in cfg or (isinstance(section, dict) and "arch" in section)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -118,7 +121,6 @@ def save_bundle(
     from safetensors.torch import save_model
 
     from pthkit import __version__
-    from pthkit.tasks._compat import pretrained_cfg_of
 
     out = Path(out_dir)
     extra = dict(extra or {})
@@ -135,7 +137,7 @@ def save_bundle(
                 "label names", received=f"{len(label_names)} names", expected=f"{num_classes} (the model's classes)",
                 hint="Pass one label per output class.",
             )
-    pcfg = pretrained_cfg_of(preprocess)
+    pcfg = _pretrained_cfg(preprocess)
     pcfg["num_classes"] = num_classes
     if label_names is not None:
         pcfg["label_names"] = label_names
@@ -187,10 +189,21 @@ def save_bundle(
 
 
 def _names(architecture: str, model: nn.Module) -> tuple[str, str | None]:
-    """(pthkit name, timm name or None) for an architecture string."""
-    from pthkit.tasks._compat import arch_names
+    """(pthkit name, timm name or None) for an architecture string; a name the registry does not know (user code)
+    is kept as is."""
+    from pthkit.architectures import get_architecture
+    from pthkit.errors import ArchitectureError
 
-    return arch_names(architecture, model)
+    cfg = getattr(model, "pretrained_cfg", None)
+    model_timm = str(cfg["architecture"]) if isinstance(cfg, dict) and cfg.get("architecture") else None
+    try:
+        arch = get_architecture(architecture)
+    except ArchitectureError:
+        return architecture, model_timm
+    timm_name = arch.timm_name
+    if timm_name is None and arch.source != "torchvision":
+        timm_name = model_timm
+    return arch.name, timm_name
 
 
 def read_bundle_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -205,70 +218,58 @@ def read_bundle_config(path: str | os.PathLike) -> dict[str, Any]:
             "bundle", received=f"{p} without {', '.join(missing)}", expected="a folder with model.safetensors and "
             "config.json", hint="Create one with `pthkit bundle WEIGHTS --out DIR` or `pthkit finetune`.",
         )
-    try:
-        cfg = json.loads((p / CONFIG_NAME).read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise BundleError.build("bundle config", received=f"{p / CONFIG_NAME} (invalid JSON: {err})",
-                                expected="valid JSON", hint="Recreate the bundle.") from err
-    if not isinstance(cfg, dict) or not (cfg.get("architecture") or cfg.get("pthkit", {}).get("arch")):
+    from pthkit.api import read_json_config
+
+    cfg = read_json_config(p / CONFIG_NAME)
+    section = cfg.get("pthkit")
+    if section is not None and not isinstance(section, dict):
+        raise BundleError.build("bundle config", received=f"{p / CONFIG_NAME} with a 'pthkit' {type(section).__name__}",
+                                expected="a 'pthkit' object", hint="Recreate the bundle.")
+    if not (cfg.get("architecture") or (section or {}).get("arch")):
         raise BundleError.build("bundle config", received=f"{p / CONFIG_NAME} without 'architecture'",
                                 expected="a timm/pthkit config.json", hint="Recreate the bundle.")
     return cfg
 
 
-def load_bundle(path: str | os.PathLike, *, device: str = "auto") -> tuple[nn.Module, Any, dict[str, Any]]:
+def load_bundle(path: str | os.PathLike, *, device: str = "auto", arch: str | None = None,
+                trust: bool = False) -> tuple[nn.Module, Any, dict[str, Any]]:
     """Load a bundle folder: ``(model in eval mode on device, Preprocess, config dict)``.
 
-    The model is rebuilt from the pthkit architecture name and arguments (or the timm name) and the weights are
-    loaded strictly: a bundle whose weights do not fit its own config is an error, never a partial load.
+    A thin view of :func:`pthkit.open` (which returns the whole typed handle). The weights are loaded strictly: a
+    bundle whose weights do not fit its own config is an error, never a partial load. The architecture named in the
+    config must be a registered one; a code spec (``my_model.py:Net``) is built only when ``arch`` names the same
+    spec, or with ``trust``.
     """
-    from safetensors.torch import load_model
+    from pthkit.api import open as open_model
 
-    from pthkit.tasks._compat import build_architecture, preprocess_from_config
-
-    p = Path(path)
-    cfg = read_bundle_config(p)
-    section = cfg.get("pthkit", {}) or {}
-    kwargs = dict(section.get("arch_kwargs") or cfg.get("model_args") or {})
-    if cfg.get("num_classes") is not None:
-        kwargs["num_classes"] = int(cfg["num_classes"])
-    arch = section.get("arch") or f"timm:{cfg['architecture']}"
-    model = build_architecture(arch, **kwargs)
-    try:
-        missing, unexpected = load_model(model, str(p / WEIGHTS_NAME), strict=False)
-    except Exception as err:  # noqa: BLE001 - safetensors raises plain RuntimeError/SafetensorError
-        raise BundleError.build("bundle weights", received=f"{p / WEIGHTS_NAME} ({' '.join(str(err).split())})",
-                                expected=f"weights that fit {arch}", hint="Recreate the bundle.") from err
-    if missing or unexpected:
-        raise BundleError.build(
-            "bundle weights", received=f"{len(missing)} missing / {len(unexpected)} unexpected keys "
-            f"(e.g. {(list(missing) + list(unexpected))[:3]})", expected=f"exactly the keys of {arch}",
-            hint="The bundle's config.json does not describe its weights; recreate the bundle.",
-        )
-    dev = _resolve_device(device)
-    model = model.to(dev).eval()
-    return model, preprocess_from_config(model, cfg), cfg
-
-
-def _resolve_device(device: str) -> torch.device:
-    from pthkit.loading import resolve_device
-
-    return resolve_device(device)
+    handle = open_model(path, device=device, arch=arch, trust=trust)
+    assert handle.module is not None
+    return handle.module, handle.preprocess, handle.config
 
 
 def read_labels(path: str | os.PathLike) -> list[str]:
-    """Class names from a text file (one per line) or a JSON list / {index: name} object."""
-    p = Path(path)
-    if not p.is_file():
-        raise InputNotFoundError.build("labels file", received=str(p), expected="a text file with one name per line",
-                                       hint="Check the path.")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix.lower() == ".json":
-        data = json.loads(text)
-        if isinstance(data, dict):
-            data = [data[k] for k in sorted(data, key=lambda k: int(k))]
-        return [str(v) for v in data]
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    """Class names from a text file (one per line) or a JSON list / {index: name} object (see
+    :func:`pthkit.data.labels.read_labels`)."""
+    from pthkit.data.labels import read_labels as read
+
+    return read(path)
+
+
+def _pretrained_cfg(preprocess: Any) -> dict[str, Any]:
+    """timm ``pretrained_cfg`` fields (input_size, interpolation, crop_pct, crop_mode, mean, std) of a preprocess."""
+    cfg = dict(preprocess) if isinstance(preprocess, dict) else dict(preprocess.to_timm_pretrained_cfg())
+    for k in ("input_size", "mean", "std"):
+        if cfg.get(k) is not None:
+            cfg[k] = list(cfg[k])
+    return cfg
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    from pthkit.model import ModelSource
+
+    digest = ModelSource("weights", Path(path)).sha256()
+    assert digest is not None
+    return digest
 
 
 def bundle_weights(
@@ -289,7 +290,6 @@ def bundle_weights(
     """
     from pthkit.loading import load_model
     from pthkit.preprocess import resolve_preprocess
-    from pthkit.tasks._compat import arch_names, sha256_of
 
     # Re-bundling a bundle keeps its preprocessing and labels (not the architecture defaults); its labels only
     # while the head keeps its size.
@@ -312,10 +312,10 @@ def bundle_weights(
     kwargs.update(arch_kwargs or {})
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
-    extra = {"source_sha256": sha256_of(weights) if Path(weights).is_file() else None,
+    extra = {"source_sha256": _sha256(weights) if Path(weights).is_file() else None,
              "source_path": str(weights),
              "key_map": dict(getattr(cand, "key_map", None) or {}) or dict(report.remapped or {}),
              "arch_kwargs": kwargs, "load_report": report.to_dict()}
-    arch_name = arch_names(report.architecture, model)[0]
+    arch_name = _names(report.architecture, model)[0]
     out = save_bundle(model, out_dir, architecture=arch_name, preprocess=pre, label_names=label_names, extra=extra)
     return out, read_bundle_config(out)

@@ -126,7 +126,7 @@ class _Plan:
 
 def _plan(
     ckpt: "Checkpoint", arch: str | None, *, arch_kwargs: dict[str, Any] | None, num_classes: int | None,
-    key_map: dict[str, str] | str | os.PathLike | None,
+    key_map: dict[str, str] | str | os.PathLike | None, trust: bool = False,
 ) -> _Plan:
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0):
         raise LoadError.build("num_classes", received=repr(num_classes), expected="an integer >= 0")
@@ -139,7 +139,9 @@ def _plan(
     kwargs: dict[str, Any] = {}
     notes: list[KeyIssue] = []
     if arch is None and user_map is not None and user_map.architecture:
-        arch = user_map.architecture
+        from pthkit.architectures.from_file import architecture_from_file
+
+        arch = architecture_from_file(user_map.architecture, where=f"key map {key_map}", trust=trust)
         notes.append(KeyIssue(arch, "user-key-map", f"architecture {arch} taken from the key map file"))
     if arch is None:
         from pthkit.architectures import identify
@@ -247,7 +249,7 @@ def load_model(
     target_device = resolve_device(device)
     target_dtype = resolve_dtype(dtype)
     ckpt = _as_checkpoint(source, trust=trust, select=select)
-    plan = _plan(ckpt, arch, arch_kwargs=arch_kwargs, num_classes=num_classes, key_map=key_map)
+    plan = _plan(ckpt, arch, arch_kwargs=arch_kwargs, num_classes=num_classes, key_map=key_map, trust=trust)
     report = _run(plan, strict=strict, partial=partial, dry_run=False)
     model = plan.model
     model.eval()
@@ -277,7 +279,7 @@ def check_fit(
     ``pthkit identify FILE --arch …``: "does this file fit my class? where not?".
     """
     ckpt = _as_checkpoint(source, trust=trust, select=select)
-    plan = _plan(ckpt, arch, arch_kwargs=arch_kwargs, num_classes=num_classes, key_map=key_map)
+    plan = _plan(ckpt, arch, arch_kwargs=arch_kwargs, num_classes=num_classes, key_map=key_map, trust=trust)
     return _run(plan, strict=False, partial=False, dry_run=True)
 
 
