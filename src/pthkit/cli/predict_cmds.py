@@ -18,6 +18,7 @@ from pthkit.cli._options import ArchKwargsOpt, ArchOpt, DeviceOpt, TrustOpt
 from pthkit.errors import PreprocessError
 
 if TYPE_CHECKING:
+    from pthkit.model import Model
     from pthkit.tasks.predict import Prediction
 
 __all__ = ["register"]
@@ -33,39 +34,14 @@ def _overrides(**flags: Any) -> dict[str, Any]:
     return {key: value for key, value in flags.items() if value is not None}
 
 
-def _load(model_path: str, arch: str | None, arch_kwargs: list[str] | None, device: str, trust: bool,
-          overrides: dict[str, Any], err: Any) -> tuple[Any, Any, Any, str]:
-    """(model, preprocess, load report or bundle config, one-line description of what was loaded)."""
-    from pthkit.bundle import is_bundle
-
-    if is_bundle(model_path):
-        from pthkit.bundle import load_bundle
-
-        model, preprocess, config = load_bundle(model_path, device=device)
-        if overrides:
-            from pthkit.preprocess import resolve_preprocess
-
-            preprocess = resolve_preprocess(model, bundle_config=config, overrides=overrides)
-        arch_name = (config.get("pthkit") or {}).get("arch") or config.get("architecture")
-        return model, preprocess, config, f"bundle {model_path}: {arch_name}"
-
+def _open(model_path: str, arch: str | None, arch_kwargs: list[str] | None, device: str, trust: bool,
+          overrides: dict[str, Any], labels: Path | None) -> Model:
+    """The typed handle for MODEL (weights file, bundle, HF folder, export): :func:`pthkit.open`, nothing else."""
+    from pthkit.api import open as open_model
     from pthkit.architectures.user_code import parse_arch_kwargs
-    from pthkit.loading import load_model
-    from pthkit.preprocess import resolve_preprocess
 
-    model, report = load_model(model_path, arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) or None, device=device,
-                               trust=trust)
-    cand = getattr(report, "candidate", None)
-    if arch is None and cand is not None:
-        how = f"identified as {report.architecture} (score {cand.score:.2f}, {cand.confidence} confidence)"
-        equivalent = list(getattr(cand, "equivalent", []) or [])
-        if equivalent:
-            how += f"; same weights fit {', '.join(equivalent[:3])}"
-    else:
-        how = f"architecture {report.architecture} (given)"
-    preprocess = resolve_preprocess(model, arch=report.architecture, checkpoint=getattr(report, "checkpoint", None),
-                                    overrides=overrides or None)
-    return model, preprocess, report, how
+    return open_model(model_path, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) or None, device=device,
+                      trust=trust, overrides=overrides or None, labels=str(labels) if labels is not None else None)
 
 
 def _sanity(predictions: list[Prediction], mode: str, label_names: Any, warn: Any) -> None:
@@ -79,24 +55,6 @@ def _sanity(predictions: list[Prediction], mode: str, label_names: Any, warn: An
         return
     for message in check_predictions_sane(np.stack(rows), mode=mode, label_names=label_names):  # type: ignore[arg-type]
         warn(message)
-
-
-def _post_load_check(model: Any, preprocess: Any, warn: Any) -> None:
-    """Run the model on the packaged sample photos once: warn when its predictions are uniform, constant, or miss
-    the photos' known ImageNet classes (weights loaded wrong, or a normalization that does not match the weights).
-
-    Only for weights files identified by structure (no ``--arch``, no bundle): there nothing but the weights vouches
-    for the result. Skipped, silently, when the sample-photo packages are not installed.
-    """
-    from pthkit.errors import InputNotFoundError
-    from pthkit.preprocess import check_model_sane
-
-    try:
-        messages = check_model_sane(model, preprocess)
-    except InputNotFoundError:
-        return
-    for message in messages:
-        warn(f"post-load check on sample photos: {message}")
 
 
 def _csv_header(mode: str, k: int, n_logits: int) -> list[str]:
@@ -208,26 +166,23 @@ def predict_command(
 
     import torch  # noqa: F401 - imported here, never at module import (pthkit --help stays instant)
 
-    from pthkit.tasks.predict import predict, save_features
+    from pthkit.tasks.predict import save_features
 
-    loaded, preprocess, report, how = _load(model, arch, arch_kwargs, device, trust, overrides, err_console)
-    err_console.print(f"[bold]model:[/bold] {_escape(how)}")
+    handle = _open(model, arch, arch_kwargs, device, trust, overrides, labels)
+    preprocess = handle.preprocess
+    err_console.print(f"[bold]model:[/bold] {_escape(handle.summary_line())}")
+    for message in handle.warnings:
+        warn(message)
     if explain:
         out = err_console if machine else console
-        out.print("[bold]load:[/bold]")
-        out.print(_escape(str(report)) if not isinstance(report, dict) else dumps(report.get("pthkit", {})))
-        out.print("[bold]preprocessing:[/bold]")
-        describe = getattr(preprocess, "describe", None)
-        out.print(_escape(describe() if callable(describe) else str(preprocess)))
+        out.print(_escape(handle.describe()))
 
     mode = "sigmoid" if multi_label else ("logits" if logits else "softmax")
-    if arch is None and mode == "softmax" and not isinstance(report, dict):
-        _post_load_check(loaded, preprocess, warn)
     progress = len(paths) >= _PROGRESS_FROM and err_console.is_terminal
-    results = predict(
-        loaded, preprocess, paths, batch_size=batch_size, workers=workers, top_k=top_k, mode=mode,  # type: ignore[arg-type]
+    results = handle.predict(
+        paths, batch_size=batch_size, workers=workers, top_k=top_k, mode=mode,  # type: ignore[arg-type]
         threshold=threshold, features=features is not None, amp=amp, compile=compile_model,  # type: ignore[arg-type]
-        device=None if device == "auto" else device, progress=progress, labels=labels,
+        progress=progress,
     )
     collected: list[Prediction] = []
     writer = csv.writer(sys.stdout, lineterminator="\n") if csv_out else None
