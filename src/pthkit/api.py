@@ -174,6 +174,10 @@ def _open_bundle(path: Path, opts: OpenOptions) -> Model:
     if opts.arch_kwargs:
         kwargs.update(opts.arch_kwargs)
     module = build_model(arch, **kwargs)
+    if isinstance(section.get("head"), dict):  # a head replaced for a class without num_classes (loading.head)
+        from pthkit.loading.head import apply_head_record
+
+        apply_head_record(module, section["head"])
     try:
         missing, unexpected = load_safetensors(module, str(path / WEIGHTS_NAME), strict=False)
     except Exception as err:

@@ -174,6 +174,7 @@ def save_bundle(
         state_model = model
         save_model(state_model, str(tmp / WEIGHTS_NAME))
         (tmp / CONFIG_NAME).write_text(json.dumps(_jsonable(config), indent=2) + "\n", encoding="utf-8")
+        _umask_modes(tmp, [tmp / name for name in _BUNDLE_FILES])  # mkdtemp: 0700, safetensors: 0600
         if not out.exists():
             os.replace(tmp, out)  # the whole folder appears at once
         else:
@@ -186,6 +187,15 @@ def save_bundle(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _umask_modes(folder: Path, files: list[Path]) -> None:
+    """The modes a plain mkdir/open would give (0777/0666 minus the umask): bundles are meant to be shared."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(folder, 0o777 & ~mask)
+    for path in files:
+        os.chmod(path, 0o666 & ~mask)
 
 
 def _names(architecture: str, model: nn.Module) -> tuple[str, str | None]:
@@ -285,10 +295,11 @@ def bundle_weights(
 ) -> tuple[Path, dict[str, Any]]:
     """Turn any loadable weights file into a bundle; return ``(folder, config)``.
 
-    The file is loaded strictly (identified when ``arch`` is None). ``num_classes`` different from the file's head
-    re-initializes the head (partial load), which the config records under ``pthkit.load_report``.
+    The file is loaded strictly (identified when ``arch`` is None): a non-fitting ``arch`` is refused
+    (:class:`~pthkit.errors.LoadError`), never bundled half-random. ``num_classes`` (or a ``label_names`` count)
+    different from the file's head replaces the head (:mod:`pthkit.loading.head`; recorded in ``pthkit.head_change``).
     """
-    from pthkit.loading import load_model
+    from pthkit.loading.head import open_with_classes
     from pthkit.preprocess import resolve_preprocess
 
     # Re-bundling a bundle keeps its preprocessing and labels (not the architecture defaults); its labels only
@@ -300,22 +311,22 @@ def bundle_weights(
                                      if k != "label_names"}
     if num_classes is None and label_names is not None:
         num_classes = len(label_names)
-    model, report = load_model(weights, arch, arch_kwargs=arch_kwargs, num_classes=num_classes, device="cpu",
-                               partial=num_classes is not None, trust=trust)
+    headed = open_with_classes(weights, num_classes, arch=arch, arch_kwargs=arch_kwargs, trust=trust, device="cpu")
+    handle, model = headed.model, headed.module
     flags = dict(overrides or {})
     if label_names is not None:
         flags["label_names"] = list(label_names)
-    pre = resolve_preprocess(model, arch=report.architecture, checkpoint=getattr(report, "checkpoint", None),
+    pre = resolve_preprocess(model, arch=handle.architecture, checkpoint=handle.checkpoint,
                              bundle_config=src_cfg, overrides=flags or None)
-    cand = getattr(report, "candidate", None)
-    kwargs = dict(getattr(report, "kwargs", None) or {})
-    kwargs.update(arch_kwargs or {})
-    if num_classes is not None:
-        kwargs["num_classes"] = num_classes
-    extra = {"source_sha256": _sha256(weights) if Path(weights).is_file() else None,
-             "source_path": str(weights),
-             "key_map": dict(getattr(cand, "key_map", None) or {}) or dict(report.remapped or {}),
-             "arch_kwargs": kwargs, "load_report": report.to_dict()}
-    arch_name = _names(report.architecture, model)[0]
+    extra: dict[str, Any] = {
+        "source_sha256": _sha256(weights) if Path(weights).is_file() else None, "source_path": str(weights),
+        "key_map": dict(handle.key_map), "arch_kwargs": dict(headed.arch_kwargs),
+        "load_report": handle.report.to_dict() if handle.report is not None else None,
+    }
+    if headed.change is not None:
+        extra["head_change"] = str(headed.change)
+    if headed.head_record is not None:
+        extra["head"] = headed.head_record
+    arch_name = _names(handle.architecture, model)[0]
     out = save_bundle(model, out_dir, architecture=arch_name, preprocess=pre, label_names=label_names, extra=extra)
     return out, read_bundle_config(out)

@@ -53,12 +53,16 @@ class PthkitError(Exception):
 class InputNotFoundError(PthkitError, FileNotFoundError):
     """A path the user named does not exist (or is not the kind of path expected)."""
 
+    exit_code = 3
+
 
 # --- reading weights files -------------------------------------------------------------------------------------------
 
 
 class CheckpointError(PthkitError, ValueError):
     """A weights file could not be read."""
+
+    exit_code = 5
 
 
 class UnsupportedFormatError(CheckpointError):
@@ -76,12 +80,16 @@ class BudgetExceededError(CheckpointError):
 class UnsafeCheckpointError(CheckpointError, PermissionError):
     """Doing what was asked would run code from the file, and the user did not pass the trust flag."""
 
+    exit_code = 4
+
 
 # --- architectures ---------------------------------------------------------------------------------------------------
 
 
 class ArchitectureError(PthkitError, LookupError):
     """Base for problems naming, building or finding an architecture."""
+
+    exit_code = 6
 
 
 class UnknownArchitectureError(ArchitectureError):
@@ -103,6 +111,8 @@ class IdentificationError(ArchitectureError):
 class LoadError(PthkitError, RuntimeError):
     """The weights do not fit the architecture (strict load refused, shapes differ …)."""
 
+    exit_code = 7
+
 
 # --- data, preprocessing, tasks --------------------------------------------------------------------------------------
 
@@ -110,22 +120,34 @@ class LoadError(PthkitError, RuntimeError):
 class PreprocessError(PthkitError, ValueError):
     """A preprocessing value is invalid or could not be resolved."""
 
+    exit_code = 8
+
 
 class ImageError(PthkitError, OSError):
     """One image could not be decoded (corrupt, truncated, not an image, decompression bomb)."""
+
+    exit_code = 8
 
 
 class DatasetError(PthkitError, ValueError):
     """A dataset folder or CSV is not usable (no classes, no images, unknown labels …)."""
 
+    exit_code = 8
+
 
 class BundleError(PthkitError, ValueError):
     """A bundle folder is missing files or its config is invalid."""
+
+    exit_code = 5
 
 
 class TrainingError(PthkitError, RuntimeError):
     """Fine-tuning could not start or continue (bad resume state, diverged …)."""
 
+    exit_code = 11
+
 
 class ExportError(PthkitError, RuntimeError):
     """A model could not be exported."""
+
+    exit_code = 9

@@ -72,26 +72,75 @@ def test_bundle_turns_a_weights_file_into_a_timm_loadable_folder(tmp_path, capsy
         assert torch.allclose(got, ref.eval()(x))
 
 
-def test_errors_are_one_line_with_exit_code_1(tmp_path, capsys):
+def test_errors_are_one_line_with_the_exit_code_of_their_class(tmp_path, capsys):
+    from pthkit.errors import InputNotFoundError, TrainingError
+
     data = make_image_folder(tmp_path / "data", per_class=2, size=16)
     assert main(["finetune", str(tmp_path / "missing.pth"), str(data), "--out", str(tmp_path / "o"),
-                 "--arch", TINY_ARCH]) == 1
+                 "--arch", TINY_ARCH]) == InputNotFoundError.exit_code == 3
     err = capsys.readouterr().err
-    assert err.startswith("Error: ") and "missing.pth" in err.splitlines()[0]
+    assert err.startswith("Error: ") and len(err.strip().splitlines()) == 1
     (tmp_path / "notabundle").mkdir()
-    assert main(["evaluate", str(tmp_path / "notabundle"), str(data)]) == 1
-    assert capsys.readouterr().err.startswith("Error: ")
-    assert main(["finetune", str(tmp_path / "x.pth"), str(data), "--out", str(tmp_path / "o"), "--resume"]) == 1
-    assert "no checkpoint at" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "notabundle"), str(data)]) in (3, 5)
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    weights = make_tiny_weights(tmp_path / "w.pth")
+    assert main(["finetune", str(weights), str(data), "--out", str(tmp_path / "o"), "--arch", TINY_ARCH,
+                 "--resume"]) == TrainingError.exit_code == 11
 
 
-def test_bundle_refuses_size_zero_and_names_a_reinitialized_head(tmp_path, capsys):
-    """--size 0 used to be ignored silently; a --labels count unlike the file's head re-initializes it: say so."""
+def test_bundle_refuses_size_zero_and_names_a_replaced_head(tmp_path, capsys):
+    """--size 0 used to be ignored silently; a --labels count unlike the file's head replaces the head: say so."""
+    import safetensors.torch
+
     weights = make_tiny_weights(tmp_path / "w.pth", num_classes=4)
-    assert main(["bundle", str(weights), "--out", str(tmp_path / "a"), "--arch", TINY_ARCH, "--size", "0"]) == 1
-    assert "input_size" in capsys.readouterr().err
+    assert main(["bundle", str(weights), "--out", str(tmp_path / "a"), "--arch", TINY_ARCH, "--size", "0"]) == 2
+    assert not (tmp_path / "a").exists()
     (tmp_path / "labels.txt").write_text("ant\nbee\n")
     assert main(["bundle", str(weights), "--out", str(tmp_path / "b"), "--arch", TINY_ARCH, "--labels",
-                 str(tmp_path / "labels.txt")]) == 0
-    out = " ".join(capsys.readouterr().out.split())
-    assert "(2 classes)" in out and "re-initialized" in out and "random until fine-tuned" in out
+                 str(tmp_path / "labels.txt"), "--json"]) == 0
+    section = _json(capsys)["config"]["pthkit"]
+    assert section["head_change"] == "classifier: 256 → 4 replaced by 256 → 2"
+    written = safetensors.torch.load_file(str(tmp_path / "b" / "model.safetensors"))
+    original = torch.load(weights, weights_only=True)
+    assert written["classifier.weight"].shape == (2, 256)
+    same = [k for k in original if not k.startswith("classifier.")]
+    assert all(torch.equal(written[k], original[k]) for k in same)  # everything but the head comes from the file
+
+
+def test_bundle_with_labels_and_a_wrong_arch_is_refused_and_writes_nothing(tmp_path, capsys):
+    """It used to load 50 of 102 tensors, re-initialize the rest, print "Bundle written" and exit 0."""
+    from pthkit.errors import LoadError
+
+    weights = make_tiny_weights(tmp_path / "w.pth", num_classes=4)
+    (tmp_path / "labels.txt").write_text("ant\nbee\ncat\n")
+    code = main(["bundle", str(weights), "--out", str(tmp_path / "b"), "--arch", "timm:test_resnet", "--labels",
+                 str(tmp_path / "labels.txt")])
+    assert code == LoadError.exit_code == 7
+    assert not (tmp_path / "b").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_evaluate_takes_the_same_model_flags_as_predict(tmp_path, capsys):
+    """--arch-kwargs, --select and the preprocessing overrides reach pthkit.open (they used to be missing)."""
+    import pthkit.api as api
+
+    seen: dict = {}
+    real_open = api.open
+
+    def spy(source, **kwargs):
+        seen.update(kwargs)
+        return real_open(source, **kwargs)
+
+    weights = make_tiny_weights(tmp_path / "w.pth", num_classes=3)
+    data = make_image_folder(tmp_path / "data", per_class=2, size=16)
+    import unittest.mock
+
+    with unittest.mock.patch.object(api, "open", spy):
+        code = main(["evaluate", str(weights), str(data), "--arch", TINY_ARCH, "--arch-kwargs", "drop_rate=0.1",
+                     "--select", "raw", "--size", "24,32", "--crop-pct", "1.0", "--mean", "imagenet", "--std",
+                     "0.5,0.5,0.5", "--interpolation", "bilinear", "--workers", "0", "--json"])
+    assert code == 0, capsys.readouterr().err
+    report = _json(capsys)
+    assert report["num_images"] == 6
+    assert seen["arch_kwargs"] == {"drop_rate": 0.1} and seen["select"] == "raw"
+    assert seen["overrides"]["size"] == (24, 32) and seen["overrides"]["crop_pct"] == 1.0

@@ -57,7 +57,7 @@ def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor],
 
 def test_finetune_writes_bundle_logs_and_checkpoint(tmp_path, setup_data):
     weights, data = setup_data
-    r = finetune(weights, data, tmp_path / "out", epochs=2, **ARGS)
+    r = finetune(weights, data, tmp_path / "out", epochs=2, keep_checkpoint=True, **ARGS)
     out = tmp_path / "out"
     assert r.classes == list(CLASSES) and r.epochs_run == 2 and not r.resumed
     assert [h["epoch"] for h in r.history] == [1, 2]
@@ -87,6 +87,27 @@ def test_finetune_writes_bundle_logs_and_checkpoint(tmp_path, setup_data):
     with torch.no_grad():
         assert torch.equal(model(x), timm.create_model(f"local-dir:{out}", pretrained=True).eval()(x))
     _assert_same_weights(_weights_of(out), load_file(str(out / "checkpoints" / "best.safetensors")), atol=0)
+
+
+def test_the_finished_folder_keeps_one_copy_of_the_weights_with_normal_modes(tmp_path, setup_data):
+    """It used to keep checkpoints/last.pt and checkpoints/best.safetensors beside model.safetensors (5x the
+    weights), with the weights files 0600 and a new folder 0700."""
+    weights, data = setup_data
+    out = tmp_path / "new" / "out"
+    old_umask = os.umask(0o022)
+    try:
+        finetune(weights, data, out, epochs=1, **ARGS)
+    finally:
+        os.umask(old_umask)
+    files = {p.relative_to(out).as_posix(): p for p in out.rglob("*")}
+    assert set(files) == {"model.safetensors", "config.json", "metrics.jsonl", "metrics.csv"}
+    weights_bytes = files["model.safetensors"].stat().st_size
+    assert sum(p.stat().st_size for p in files.values()) < weights_bytes * 1.2
+    assert {oct(p.stat().st_mode & 0o777) for p in files.values()} == {"0o644"}
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    with pytest.raises(TrainingError) as err:  # a finished run without its checkpoint: say why resume cannot work
+        finetune(weights, data, out, resume=True, epochs=2, **ARGS)
+    assert "--keep-checkpoint" in str(err.value)
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path, setup_data):

@@ -46,3 +46,62 @@ NoStripPrefixOpt = Annotated[
         help="Keep wrapper prefixes (module., model., _orig_mod.) in tensor names instead of removing them.",
     ),
 ]
+
+# --- --size: one parser for every command ------------------------------------------------------------------------------
+
+SizeOpt = Annotated[
+    Optional[str],
+    typer.Option("--size", help="Input size in pixels: 224 (square) or H,W (e.g. 224,320). Default: the model's."),
+]
+
+
+def parse_size(text: str | None, flag: str = "--size") -> int | tuple[int, int] | None:
+    """``"224"`` → 224, ``"224,320"`` / ``"224x320"`` → (224, 320), None → None; anything else is a usage error.
+
+    The one parser behind ``--size`` in predict, evaluate, finetune and bundle (exit code 2 on a bad value).
+    """
+    if text is None:
+        return None
+    parts = [p for p in str(text).replace("x", ",").replace(" ", ",").split(",") if p]
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        nums = []
+    if len(nums) not in (1, 2) or min(nums) < 1:
+        raise typer.BadParameter(f"received {text!r}; expected a positive number of pixels (224) or H,W (224,320)",
+                                 param_hint=f"'{flag}'")
+    if len(nums) == 1 or nums[0] == nums[1]:
+        return nums[0]
+    return (nums[0], nums[1])
+
+
+# --- --top-k (with --top kept as a hidden alias) -------------------------------------------------------------------------
+
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", "-k", min=1, help="How many classes / candidates to show.")]
+TopAliasOpt = Annotated[Optional[int], typer.Option("--top", min=1, hidden=True, help="Old name of --top-k.")]
+
+
+def top_k(value: int | None, alias: int | None, default: int) -> int:
+    """``--top-k``, or the hidden old ``--top``; both given and different is a usage error."""
+    if value is not None and alias is not None and value != alias:
+        raise typer.BadParameter(f"--top-k {value} and --top {alias} disagree; --top is the old name of --top-k",
+                                 param_hint="'--top-k'")
+    return value if value is not None else (alias if alias is not None else default)
+
+
+# --- preprocessing overrides (predict, evaluate) --------------------------------------------------------------------------
+
+CropPctOpt = Annotated[Optional[float], typer.Option("--crop-pct", help="Center-crop fraction (0.875: resize to 256, crop 224).")]
+MeanOpt = Annotated[Optional[str], typer.Option("--mean", help="Normalization mean R,G,B (in the --scale units), or a name: imagenet, inception, openai-clip.")]
+StdOpt = Annotated[Optional[str], typer.Option("--std", help="Normalization std R,G,B.")]
+InterpolationOpt = Annotated[Optional[str], typer.Option("--interpolation", help="Resize interpolation: bilinear, bicubic, nearest, lanczos …")]
+ChannelOrderOpt = Annotated[Optional[str], typer.Option("--channel-order", help="rgb or bgr.")]
+ScaleOpt = Annotated[Optional[float], typer.Option("--scale", help="1: inputs in [0,1] before normalization; 255: raw 0-255.")]
+
+
+def preprocess_overrides(**flags: object) -> dict[str, object] | None:
+    """The preprocessing flags the user gave (``resolve_preprocess`` parses and validates their values)."""
+    values = {k: v for k, v in flags.items() if v is not None}
+    if "size" in values:
+        values["size"] = parse_size(str(values["size"]))
+    return values or None

@@ -22,6 +22,44 @@ def _debug() -> bool:
     return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+# Exit codes outside the error classes (those come from ``exit_code`` on each class in pthkit.errors).
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+
+
+_MEANINGS = {
+    3: "input not found", 4: "unsafe file (code would run; --trust only for files you trust)",
+    5: "weights file or bundle unreadable", 6: "architecture unknown, unbuildable or not identified",
+    7: "weights do not fit the architecture", 8: "data, image or preprocessing value invalid", 9: "export failed",
+    10: "serving failed", 11: "fine-tuning could not start or continue",
+}
+
+
+def exit_code_table() -> list[tuple[int, str]]:
+    """(code, meaning) for every exit code, read from the error classes (``exit_code``), so ``--help`` cannot drift."""
+    from pthkit import errors
+
+    by_code: dict[int, list[str]] = {}
+    for name in errors.__all__:
+        cls = getattr(errors, name, None)
+        if (isinstance(cls, type) and issubclass(cls, errors.PthkitError) and cls is not errors.PthkitError
+                and "exit_code" in vars(cls)):
+            by_code.setdefault(cls.exit_code, []).append(name)
+    rows = [(0, "success"), (1, "other error; predict: some inputs could not be read (see --allow-failures)"),
+            (EXIT_USAGE, "usage: unknown option or bad option value")]
+    rows += [(code, f"{_MEANINGS.get(code, 'error')} ({', '.join(names)})")
+             for code, names in sorted(by_code.items()) if code > EXIT_USAGE]
+    rows.append((EXIT_INTERRUPTED, "interrupted (Ctrl-C)"))
+    return rows
+
+
+def _epilog() -> str:
+    lines = [f"Errors print one line; set {DEBUG_ENV}=1 to see the traceback.", "Exit codes:"]
+    lines += [f"{code:>4}  {what}" for code, what in exit_code_table()]
+    return "\n\n".join(lines)
+
+
 app = typer.Typer(
     name="pthkit",
     help="Make a pretrained PyTorch weights file usable: inspect, scan, identify, load, predict, fine-tune, bundle.",
@@ -29,7 +67,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog=f"Errors print one line; set {DEBUG_ENV}=1 to see the traceback.",
+    epilog=_epilog(),
 )
 
 # Each module defines ``register(app)``. Order is the order of `pthkit --help`.
@@ -38,6 +76,7 @@ _COMMAND_MODULES = (
     "pthkit.cli.arch_cmds",  # architectures, identify, load
     "pthkit.cli.predict_cmds",  # predict
     "pthkit.cli.train_cmds",  # finetune, evaluate, bundle
+    "pthkit.cli.serve_cmds",  # serve
 )
 
 
@@ -85,10 +124,25 @@ def _cli_exception_exit_code(err: Exception) -> int | None:
     if isinstance(err, tuple(usage_types)):
         err.show()  # type: ignore[attr-defined]  # "Usage: … / Error: …" from the framework
         return int(getattr(err, "exit_code", 2))
-    if isinstance(err, tuple(abort_types)):
-        print("Aborted.", file=sys.stderr)
-        return 1
+    if isinstance(err, tuple(abort_types)):  # click turns Ctrl-C during a prompt into Abort
+        print(f"Interrupted{_progress_note()}.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return None
+
+
+def _progress_note() -> str:
+    """`` after N of M images`` when a running loop published its counters (``pthkit.engine`` progress), else ""."""
+    engine = sys.modules.get("pthkit.engine.progress") or sys.modules.get("pthkit.engine")
+    current = getattr(engine, "current_progress", None)
+    if not callable(current):
+        return ""
+    try:
+        done, total, unit = current()
+    except Exception:  # noqa: BLE001 - a note on the way out must never raise
+        return ""
+    if total:
+        return f" after {done} of {total} {unit}"
+    return f" after {done} {unit}" if done else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,14 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("Interrupted.", file=sys.stderr)
-        return 130
+        print(f"Interrupted{_progress_note()}.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `pthkit inspect --json | head`: the reader went away. Point stdout at devnull so the interpreter's final
         # flush does not raise again, and exit quietly (what the Python docs recommend for SIGPIPE).
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
-        return 141
+        return EXIT_BROKEN_PIPE
     except SystemExit as exc:  # sys.exit inside commands
         return int(exc.code or 0) if not isinstance(exc.code, str) else 1
     except Exception as err:  # noqa: BLE001 - the CLI never shows a raw traceback unless asked

@@ -1,5 +1,10 @@
 """Distributed set-up for ``torchrun``: one process per device, gloo on CPU, nccl on GPU, only rank 0 writes.
 
+Multi-node (documented in the README's fine-tuning section)::
+
+    torchrun --nnodes 2 --nproc-per-node 4 --rdzv-backend c10d --rdzv-endpoint HOST0:29500 --rdzv-id run1 \\
+        -m pthkit.cli.train_cmds finetune WEIGHTS DATA --out OUT
+
 ``torchrun`` sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``; without them everything
 here is a no-op for a single process, so the same code path serves both.
 """
@@ -12,7 +17,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "cleanup", "all_reduce_sum", "barrier", "broadcast_object"]
+__all__ = ["DistInfo", "setup", "cleanup", "all_reduce_sum", "barrier", "broadcast_object", "gather_object"]
 
 
 @dataclass(frozen=True)
@@ -90,3 +95,15 @@ def broadcast_object(obj: object, info: DistInfo) -> object:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather_object(obj: object, info: DistInfo) -> list[object] | None:
+    """Every rank's ``obj`` on rank 0 (in rank order), None on the others; ``[obj]`` for one process.
+
+    A collective: every rank must call it at the same point.
+    """
+    if not info.distributed:
+        return [obj]
+    box: list[object] | None = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, box, dst=0)
+    return box

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,7 +36,6 @@ from torch import nn
 
 from pthkit.errors import TrainingError
 from pthkit.tasks import _distributed as distributed
-from pthkit.tasks._compat import load_for_training, resolve_for_model, train_transform_of
 from pthkit.tasks.datasets import (
     DataSplit,
     ImageItemsDataset,
@@ -74,7 +74,7 @@ class FinetuneConfig:
     freeze_epochs: int = 0
     val_split: float = 0.2
     seed: int = 0
-    size: int | None = None
+    size: int | list[int] | None = None  # square side, or [H, W]
     amp: str | None = None
     accum_steps: int = 1
     class_weights: str = "none"
@@ -110,8 +110,10 @@ class FinetuneConfig:
             raise bad("patience", self.patience, "at least 1")
         if self.save_every_steps is not None and self.save_every_steps < 1:
             raise bad("save every steps", self.save_every_steps, "at least 1")
-        if self.size is not None and self.size < 1:
-            raise bad("size", self.size, "a positive number of pixels, or no --size for the model's own")
+        sides = [self.size] if isinstance(self.size, int) else list(self.size or [])
+        if self.size is not None and (len(sides) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, int)
+                                                                      or v < 1 for v in sides)):
+            raise bad("size", self.size, "a positive number of pixels or [H, W], or no --size for the model's own")
 
 
 @dataclass
@@ -131,6 +133,7 @@ class FinetuneResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     elapsed_s: float = 0.0
     world_size: int = 1
+    head_change: str | None = None  # "fc: 512 → 1000 replaced by 512 → 3" when the head was replaced
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -154,6 +157,8 @@ class FinetuneResult:
         elif best:
             lines.append(f"best epoch {self.best_epoch}: val_acc {best.get('val_acc', float('nan')):.4f}, "
                          f"val_loss {best.get('val_loss', float('nan')):.4f}")
+        if self.head_change:
+            lines.append(f"classifier head: {self.head_change}")
         if self.skipped:
             lines.append(f"{len(self.skipped)} unreadable image(s) skipped")
         return "\n".join(lines)
@@ -170,6 +175,13 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _normal_mode(path: Path) -> None:
+    """Give a file the mode a plain ``open()`` would (0666 minus the umask): safetensors writes 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -224,27 +236,6 @@ def _param_groups(model: nn.Module, head_names: set[str], cfg: FinetuneConfig) -
         out.append({"params": params, "lr": cfg.lr if is_head else cfg.lr * cfg.backbone_lr_scale,
                     "weight_decay": 0.0 if no_decay else cfg.weight_decay, "head": is_head})
     return out
-
-
-def _head_param_names(model: nn.Module, reinitialized: list[str]) -> set[str]:
-    params = dict(model.named_parameters())
-    names = {k for k in reinitialized if k in params}
-    if names:
-        return names
-    if hasattr(model, "get_classifier"):
-        clf = model.get_classifier()
-        names = {f"{n}.{k}" if n else k for n, m in model.named_modules() if m is clf for k, _ in m.named_parameters()}
-        if names:
-            return names
-    last = None
-    for n, m in model.named_modules():
-        if isinstance(m, nn.Linear):
-            last = n
-    if last is None:
-        raise TrainingError.build("classifier head", received="a model without a recognizable head",
-                                  expected="a timm/torchvision classifier",
-                                  hint="Pass --arch for a classification architecture.")
-    return {f"{last}.weight", f"{last}.bias"} & set(params)
 
 
 def _init_new_head(model: nn.Module, names: set[str]) -> None:
@@ -363,6 +354,30 @@ def _validate(model: nn.Module, loader: Any, criterion: nn.Module, device: torch
     return out
 
 
+# Options a resumed run may change: the rest decide what the checkpoint's optimizer state and data order mean.
+RESUMABLE = ("epochs", "patience", "save_every_steps")
+
+
+def _resumed_config(stored: FinetuneConfig, given: dict[str, Any], *, epochs_done: int) -> FinetuneConfig:
+    """The stored configuration with the options a resume may change applied; refuse any other difference."""
+    changed = {k: v for k, v in given.items() if getattr(stored, k) != v}
+    refused = [k for k in changed if k not in RESUMABLE]
+    if refused:
+        shown = ", ".join(f"--{k.replace('_', '-')} {changed[k]!r} (run: {getattr(stored, k)!r})" for k in refused)
+        raise TrainingError.build(
+            "resume", received=shown, expected="the run's own values (stored in its checkpoint); a resume may "
+            "change only " + ", ".join(f"--{k.replace('_', '-')}" for k in RESUMABLE),
+            hint="Drop those options, or start a new run (--overwrite or another --out) to change them.")
+    new_epochs = changed.get("epochs")
+    if new_epochs is not None and new_epochs < epochs_done:
+        raise TrainingError.build("resume --epochs", received=f"{new_epochs}",
+                                  expected=f"at least the {epochs_done} epochs the run already trained",
+                                  hint="Pass a larger --epochs, or drop it to finish the run as planned.")
+    values = asdict(stored)
+    values.update(changed)
+    return FinetuneConfig(**values)
+
+
 # --- the loop --------------------------------------------------------------------------------------------------------
 
 
@@ -373,28 +388,29 @@ def finetune(
     *,
     arch: str | None = None,
     arch_kwargs: dict[str, Any] | None = None,
-    epochs: int = 10,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    backbone_lr_scale: float = 0.1,
-    weight_decay: float = 0.05,
-    warmup_epochs: float = 1.0,
-    freeze_epochs: int = 0,
-    val_split: float = 0.2,
-    seed: int = 0,
-    size: int | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    backbone_lr_scale: float | None = None,
+    weight_decay: float | None = None,
+    warmup_epochs: float | None = None,
+    freeze_epochs: int | None = None,
+    val_split: float | None = None,
+    seed: int | None = None,
+    size: int | tuple[int, int] | list[int] | None = None,
     amp: AmpMode | None = None,
-    accum_steps: int = 1,
-    class_weights: ClassWeightsMode = "none",
-    label_smoothing: float = 0.1,
-    hflip: float = 0.5,
-    crop_scale_min: float = 0.08,
-    color_jitter: float = 0.4,
+    accum_steps: int | None = None,
+    class_weights: ClassWeightsMode | None = None,
+    label_smoothing: float | None = None,
+    hflip: float | None = None,
+    crop_scale_min: float | None = None,
+    color_jitter: float | None = None,
     patience: int | None = None,
-    monitor: Monitor = "val_acc",
+    monitor: Monitor | None = None,
     save_every_steps: int | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    keep_checkpoint: bool = False,
     workers: int | None = None,
     device: str = "auto",
     trust: bool = False,
@@ -403,39 +419,57 @@ def finetune(
     """Fine-tune ``weights`` on ``data`` and write the best model as a bundle in ``out_dir``.
 
     ``weights`` is a weights file (architecture identified unless ``arch`` is given; ``arch_kwargs`` such as
-    ``{"drop_rate": 0.2}`` go to the constructor) or an ``nn.Module``.
+    ``{"drop_rate": 0.2}`` go to the constructor) or an ``nn.Module`` (trained in place). The file is loaded
+    strictly and the head replaced for the data's classes (:mod:`pthkit.loading.head`): a wrong ``arch`` is a
+    :class:`~pthkit.errors.LoadError` before any training.
+    Every training option left ``None`` takes its default (:class:`FinetuneConfig`).
     ``batch_size`` is the global batch per optimizer micro-step (split across ``torchrun`` processes);
-    the effective batch is ``batch_size * accum_steps``. ``resume=True`` continues ``out_dir``'s last checkpoint
-    with the configuration stored there. Raises TrainingError / DatasetError / LoadError on bad input.
+    the effective batch is ``batch_size * accum_steps``.
+
+    ``resume=True`` continues ``out_dir``'s last checkpoint with the configuration stored there. Of the options,
+    only ``epochs`` (to extend the run; the cosine schedule is stretched to the new length), ``patience`` and
+    ``save_every_steps`` may change; any other option given with a value unlike the stored one is refused
+    (TrainingError), never ignored.
+
+    The folder ends with one copy of the weights (``model.safetensors``) next to ``config.json`` and the metrics
+    logs; the training checkpoint (``checkpoints/``) is removed once the bundle is written, unless
+    ``keep_checkpoint`` (needed to extend the run later with ``resume``).
     """
     t_start = time.perf_counter()
     out = Path(out_dir)
     ckpt_path = out / CHECKPOINT_NAME
     best_path = out / BEST_NAME
     weights_name = weights if not isinstance(weights, nn.Module) else f"<{type(weights).__name__} object>"
-    cfg = FinetuneConfig(
-        weights=str(weights_name), data=str(data), arch=arch, arch_kwargs=dict(arch_kwargs or {}), epochs=epochs,
-        batch_size=batch_size, lr=lr,
-        backbone_lr_scale=backbone_lr_scale, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-        freeze_epochs=freeze_epochs, val_split=val_split, seed=seed, size=size, amp=amp, accum_steps=accum_steps,
-        class_weights=class_weights, label_smoothing=label_smoothing, hflip=hflip, crop_scale_min=crop_scale_min,
-        color_jitter=color_jitter, patience=patience, monitor=monitor, save_every_steps=save_every_steps,
-    )
+    given = {k: v for k, v in dict(
+        epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_scale=backbone_lr_scale,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, freeze_epochs=freeze_epochs, val_split=val_split,
+        seed=seed, size=_size_value(size), amp=amp, accum_steps=accum_steps, class_weights=class_weights,
+        label_smoothing=label_smoothing, hflip=hflip, crop_scale_min=crop_scale_min, color_jitter=color_jitter,
+        patience=patience, monitor=monitor, save_every_steps=save_every_steps, arch=arch,
+        arch_kwargs=dict(arch_kwargs) if arch_kwargs else None,
+    ).items() if v is not None}
     state: dict[str, Any] | None = None
     if resume:
         if not ckpt_path.is_file():
-            raise TrainingError.build("resume", received=f"no checkpoint at {ckpt_path}",
-                                      expected="the out folder of an earlier pthkit finetune run",
-                                      hint="Run without --resume to start, or point --out at the run's folder.")
+            done = (out / "model.safetensors").is_file()
+            raise TrainingError.build(
+                "resume", received=f"no checkpoint at {ckpt_path}" + (" (that run finished and its checkpoint was "
+                                                                      "removed)" if done else ""),
+                expected="the out folder of an earlier pthkit finetune run",
+                hint=("Pass --keep-checkpoint to keep a finished run resumable; start a new run with --overwrite "
+                      "or another --out." if done else
+                      "Run without --resume to start, or point --out at the run's folder."))
         state = load_training_checkpoint(ckpt_path)
         stored = {k: v for k, v in state["config"].items() if k in FinetuneConfig.__dataclass_fields__}
-        stored["weights"], stored["data"] = cfg.weights, cfg.data  # paths may move; the rest must not change
-        cfg = FinetuneConfig(**stored)
-    elif ckpt_path.exists() and not overwrite:
-        raise TrainingError.build("out folder", received=f"{out} (holds an earlier run's checkpoint)",
-                                  expected="a new folder",
-                                  hint="Pass --resume to continue that run, --overwrite to replace it, "
-                                  "or another --out.")
+        stored["weights"], stored["data"] = str(weights_name), str(data)  # paths may move; the rest must not
+        cfg = _resumed_config(FinetuneConfig(**stored), given, epochs_done=len(state.get("history") or []))
+    else:
+        if ckpt_path.exists() and not overwrite:
+            raise TrainingError.build("out folder", received=f"{out} (holds an earlier run's checkpoint)",
+                                      expected="a new folder",
+                                      hint="Pass --resume to continue that run, --overwrite to replace it, "
+                                      "or another --out.")
+        cfg = FinetuneConfig(weights=str(weights_name), data=str(data), **given)
     cfg.check()
     if out.exists() and not out.is_dir():
         raise TrainingError.build("out folder", received=f"{out} (a file)", expected="a folder path",
@@ -446,21 +480,28 @@ def finetune(
 
     info = distributed.setup(device)
     try:
-        return _run(weights, cfg, out, ckpt_path, best_path, state, info, workers, trust, progress, t_start)
+        return _run(weights, cfg, out, ckpt_path, best_path, state, info, workers, trust, progress, t_start,
+                    keep_checkpoint)
     finally:
         distributed.cleanup(info)
 
 
 def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_path: Path,
          state: dict[str, Any] | None, info: distributed.DistInfo, workers: int | None, trust: bool,
-         progress: bool, t_start: float) -> FinetuneResult:
+         progress: bool, t_start: float, keep_checkpoint: bool) -> FinetuneResult:
     from safetensors.torch import load_model as st_load_model
     from safetensors.torch import save_model as st_save_model
 
     from pthkit.bundle import save_bundle
+    from pthkit.loading.head import open_with_classes
+    from pthkit.preprocess import resolve_preprocess
 
     dev = info.device
     main = info.is_main
+    # Model first, strictly with the file's own head: a non-fitting --arch fails here, before the data is read.
+    headed = open_with_classes(weights, None, arch=cfg.arch, arch_kwargs=cfg.arch_kwargs or None, trust=trust,
+                               device=str(dev))
+    handle = headed.model
     if main:
         out.mkdir(parents=True, exist_ok=True)
     # Data: discovered (and every image decoded once) on rank 0, shared with the others.
@@ -472,19 +513,25 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
                                   hint="Resume with the same data the run started with.")
     num_classes = len(split.classes)
 
-    # Model: same seed → same new head on every rank and in every run.
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed % 2**32)
-    loaded = load_for_training(weights, arch=cfg.arch, num_classes=num_classes, device=dev, trust=trust,
-                               arch_kwargs=cfg.arch_kwargs or None)
-    model = loaded.model.to(dev)
-    head_names = _head_param_names(model, loaded.reinitialized)
-    _init_new_head(model, head_names & set(loaded.reinitialized))
-    pre = resolve_for_model(model, arch=loaded.arch, checkpoint=loaded.checkpoint, size=cfg.size,
-                            label_names=split.classes)
-    train_tf = train_transform_of(pre, hflip=cfg.hflip, scale=(cfg.crop_scale_min, 1.0),
-                                  color_jitter=cfg.color_jitter)
+    # The head for the data's classes: same seed → same new head on every rank and in every run.
+    _seed_all(cfg.seed)
+    change = headed.set_classes(num_classes)
+    model = headed.module.to(dev)
+    if headed.head is None:
+        raise TrainingError.build("classifier head", received=f"{handle.architecture} without a head",
+                                  expected="a classifier", hint="Pass --arch for a classification architecture.")
+    head_names = set(headed.head.keys) & {n for n, _ in model.named_parameters()}
+    if change is not None:
+        _init_new_head(model, head_names)
+    if info.rank:
+        # Each rank draws its own dropout / drop-path masks (rank 0 keeps the single-process stream); the weights
+        # are the same everywhere (DDP broadcasts rank 0's at construction anyway).
+        _seed_all(cfg.seed + info.rank)
+    overrides: dict[str, Any] = {"label_names": list(split.classes)}
+    if cfg.size:
+        overrides["size"] = cfg.size if isinstance(cfg.size, int) else tuple(cfg.size)
+    pre = resolve_preprocess(model, arch=handle.architecture, checkpoint=handle.checkpoint, overrides=overrides)
+    train_tf = pre.train_transform(hflip=cfg.hflip, scale=(cfg.crop_scale_min, 1.0), color_jitter=cfg.color_jitter)
     eval_tf = pre.transform()
 
     per_rank_bs = max(1, cfg.batch_size // info.world_size)
@@ -541,20 +588,25 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
         best_metric, best_epoch = state["best_metric"], state["best_epoch"]
         bad_epochs, stopped_early = state["bad_epochs"], state["stopped_early"]
         epoch_time = float(state.get("epoch_time", 0.0))
-        _set_rng_state(state["rng"])
+        _restore_rank_rng(state, info, bar_log=_stderr_line if main else None)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
 
     def checkpoint() -> None:
+        # Every rank's own random state (dropout / drop-path masks differ per rank), gathered on rank 0: a
+        # collective, so every rank calls checkpoint() at the same steps.
+        per_rank = distributed.gather_object(_rng_state(), info)
         if not main:
             return
+        assert per_rank is not None
         payload = {
             "format": _CKPT_FORMAT, "config": asdict(cfg), "classes": split.classes,
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(), "epoch": epoch, "batch_in_epoch": batch_in_epoch,
             "global_step": global_step, "epoch_sums": [float(v) for v in sums], "epoch_time": float(epoch_time),
             "history": history, "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-            "stopped_early": stopped_early, "rng": _rng_state(),
+            "stopped_early": stopped_early, "rng": per_rank[0], "rng_per_rank": per_rank,
+            "world_size": info.world_size,
         }
         buf = io.BytesIO()
         torch.save(payload, buf)
@@ -661,6 +713,7 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
                     best_path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = best_path.with_name(f".{best_path.name}.tmp")
                     st_save_model(model, str(tmp))
+                    _normal_mode(tmp)
                     os.replace(tmp, best_path)
             else:
                 bad_epochs += 1
@@ -681,20 +734,73 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
         if best_path.is_file():
             st_load_model(result_model, str(best_path), device=str(dev))
         best_record = next((h for h in history if h["epoch"] == best_epoch), None)
-        save_bundle(
-            result_model, out, architecture=loaded.arch, preprocess=pre, label_names=split.classes,
-            extra={"source_sha256": loaded.source_sha256, "source_path": loaded.source_path,
-                   "key_map": loaded.key_map, "arch_kwargs": loaded.arch_kwargs,
-                   "training": asdict(cfg), "metrics": best_record, "data": split.to_dict(),
-                   "load_report": loaded.report_dict(), "world_size": info.world_size},
-        )
+        extra: dict[str, Any] = {
+            "source_sha256": handle.source.sha256(), "source_path": str(handle.source.path or cfg.weights),
+            "key_map": dict(handle.key_map), "arch_kwargs": dict(headed.arch_kwargs),
+            "training": asdict(cfg), "metrics": best_record, "data": split.to_dict(),
+            "load_report": handle.report.to_dict() if handle.report is not None else None,
+            "world_size": info.world_size, "evidence": list(handle.evidence),
+        }
+        if change is not None:
+            extra["head_change"] = str(change)
+        if headed.head_record is not None:
+            extra["head"] = headed.head_record
+        save_bundle(result_model, out, architecture=handle.architecture, preprocess=pre,
+                    label_names=split.classes, extra=extra)
+        if not keep_checkpoint:
+            _remove_training_state(ckpt_path, best_path)
     distributed.barrier(info)
     return FinetuneResult(
-        out_dir=out, architecture=loaded.arch, classes=split.classes, best_epoch=best_epoch, best_metric=best_metric,
-        monitor=cfg.monitor, history=history, epochs_run=len(history), stopped_early=stopped_early,
-        resumed=state is not None, skipped=split.skipped, elapsed_s=time.perf_counter() - t_start,
-        world_size=info.world_size,
+        out_dir=out, architecture=handle.architecture, classes=split.classes, best_epoch=best_epoch,
+        best_metric=best_metric, monitor=cfg.monitor, history=history, epochs_run=len(history),
+        stopped_early=stopped_early, resumed=state is not None, skipped=split.skipped,
+        elapsed_s=time.perf_counter() - t_start, world_size=info.world_size,
+        head_change=str(change) if change is not None else None,
     )
+
+
+def _remove_training_state(ckpt_path: Path, best_path: Path) -> None:
+    """Drop the training checkpoint and the best-epoch copy once the bundle holds the weights (one copy kept)."""
+    for path in (ckpt_path, best_path):
+        path.unlink(missing_ok=True)
+    for folder in {ckpt_path.parent, best_path.parent}:
+        with contextlib.suppress(OSError):  # not empty (the user's own files): keep it
+            folder.rmdir()
+
+
+def _size_value(size: int | tuple[int, int] | list[int] | None) -> int | list[int] | None:
+    """One stored form: an int for a square size, [H, W] otherwise (checkpoints and bundles compare it)."""
+    if size is None or isinstance(size, int):
+        return size
+    sides = list(size)
+    return sides[0] if len(sides) == 2 and sides[0] == sides[1] else sides
+
+
+def _stderr_line(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _restore_rank_rng(state: dict[str, Any], info: distributed.DistInfo, bar_log: Any = None) -> None:
+    """Restore this rank's own random state from a checkpoint (``rng_per_rank``); rank 0's for one process.
+
+    A checkpoint written with another number of processes cannot give every rank its stream back: ranks it has no
+    state for keep their fresh ``seed + rank`` stream (said once, on rank 0).
+    """
+    per_rank = state.get("rng_per_rank")
+    if isinstance(per_rank, list) and info.rank < len(per_rank):
+        _set_rng_state(per_rank[info.rank])
+    elif info.rank == 0:
+        _set_rng_state(state["rng"])
+    saved_world = int(state.get("world_size", len(per_rank) if isinstance(per_rank, list) else 1))
+    if saved_world != info.world_size and info.is_main and bar_log is not None:
+        bar_log(f"note: checkpoint written by {saved_world} process(es), resumed with {info.world_size}: the data "
+                "order and random streams differ from an uninterrupted run")
 
 
 def _epoch_line(r: dict[str, Any]) -> str:
