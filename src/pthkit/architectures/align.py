@@ -1,21 +1,22 @@
-"""Match a file's tensors to one architecture's signature: by name, then by ordered shapes and module structure.
+"""Match a file's tensors to one architecture's signature: by name, then by module-tree structure and shapes.
 
-No library aligns two ``state_dict``s written in different naming conventions, so this is written by hand. Both sides
-are in registration order (``state_dict`` order), so a file in another convention (lukemelas' ``_blocks.N._bn0``
-against timm's ``blocks.N.M.bn1``) lines up once each key is reduced to ``(last name component, shape)``; difflib's
-SequenceMatcher finds that alignment, and a module-level one-to-one check rejects pairs that only match by accident.
+No library aligns two ``state_dict``s written in different naming conventions, so this is written by hand. Key order
+is never used: Hugging Face ``model.safetensors`` stores keys sorted alphabetically (``_blocks.10`` before
+``_blocks.2``), so a file in another convention (lukemelas' ``_blocks.N._bn0`` against timm's ``blocks.N.M.bn1``) is
+matched as a module tree: submodules pair recursively by their multisets of ``(parameter name, shape)``, numbered
+siblings by their numbers. The same file gives the same pairs in any key order.
 """
 
 from __future__ import annotations
 
-import difflib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from pthkit.architectures.signatures import NBT, Signature, infer_img_size
 
-__all__ = ["Match", "match_signature", "strip_prefix"]
+__all__ = ["Match", "match_signature", "natural_key", "strip_prefix"]
 
 Shape = tuple[int, ...]
 
@@ -77,46 +78,214 @@ def strip_prefix(file_keys: list[str], model_keys: set[str]) -> str:
             start = dot + 1
     if not counts:
         return ""
-    prefix, n = counts.most_common(1)[0]
+    prefix, n = min(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # ties: the shortest-sorting prefix, any order
     return prefix if prefix and n > counts.get("", 0) else ""
 
 
-def _align(file_seq: list[tuple[str, Shape]], model_seq: list[tuple[str, Shape]]) -> list[tuple[str, str, bool]]:
-    """Pairs (file key, model key, same_shape) from aligning (last component, shape) tokens in order."""
-    ta = [(_last(k), s) for k, s in file_seq]
-    tb = [(_last(k), s) for k, s in model_seq]
-    if ta == tb:  # the common case (a pure rename): zip, no search needed
-        return [(a[0], b[0], True) for a, b in zip(file_seq, model_seq)]
-    out: list[tuple[str, str, bool]] = []
-    matcher = difflib.SequenceMatcher(None, ta, tb, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
-        if tag == "equal":
-            out += [(file_seq[i][0], model_seq[j][0], True) for i, j in zip(range(i1, i2), range(j1, j2))]
-        elif tag == "replace" and i2 - i1 == j2 - j1:
-            # Same length: pair equal shapes (a renamed top-level parameter such as cls_token) and same-named
-            # parameters of another shape (a resized head/stem, checked by the caller).
-            for i, j in zip(range(i1, i2), range(j1, j2)):
-                if ta[i][1] == tb[j][1]:
-                    out.append((file_seq[i][0], model_seq[j][0], True))
-                elif ta[i][0] == tb[j][0] and len(ta[i][1]) == len(tb[j][1]):
-                    out.append((file_seq[i][0], model_seq[j][0], False))
-    return out
+def natural_key(path: str) -> tuple:
+    """Sort key that orders numbers by value: ``_blocks.2`` before ``_blocks.10``, ``layer1_0`` before ``layer1_1``."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in _DIGITS.split(path) if p)
 
 
-def _verify_topology(pairs: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
-    """Keep pairs whose modules map one-to-one (every tensor of a file module goes to the same model module)."""
-    votes: Counter = Counter((_module(a), _module(b)) for a, b, _ in pairs)
-    best_for_file: dict[str, tuple[int, str]] = {}
-    best_for_model: dict[str, tuple[int, str]] = {}
-    for (fm, mm), n in votes.items():
-        if n > best_for_file.get(fm, (0, ""))[0]:
-            best_for_file[fm] = (n, mm)
-        if n > best_for_model.get(mm, (0, ""))[0]:
-            best_for_model[mm] = (n, fm)
-    return [
-        (a, b, same) for a, b, same in pairs
-        if best_for_file[_module(a)][1] == _module(b) and best_for_model[_module(b)][1] == _module(a)
-    ]
+_DIGITS = re.compile(r"(\d+)")
+
+
+def _tree_path(module: str) -> str:
+    """A module path with flattened numbered levels restored: ``features_6_conv_3`` -> ``features.6.conv.3``.
+
+    Files saved with dots replaced by underscores lose their tree; a purely numeric ``_``-separated token marks a
+    level again, so identical blocks stay apart (``layer1_0_conv1`` -> ``layer1.0.conv1``; ``conv_stem`` unchanged).
+    """
+    if "_" not in module:
+        return module
+    out = []
+    for part in module.split("."):
+        tokens = part.split("_")
+        if len(tokens) < 2 or not any(t.isdigit() for t in tokens):
+            out.append(part)
+            continue
+        level: list[str] = []
+        for tok in tokens:
+            if tok.isdigit():
+                if level:
+                    out.append("_".join(level))
+                    level = []
+                out.append(tok)
+            else:
+                level.append(tok)
+        if level:
+            out.append("_".join(level))
+    return ".".join(out)
+
+
+class _Tree:
+    """One side's keys as a module tree: each node's own parameters form one atomic unit; children are sub-nodes.
+
+    ``content(entry)`` is the multiset of ``(parameter name, shape)`` tokens under an entry, as a sorted tuple of token
+    ids (interned in ``tokens``, shared by both sides), so equal content compares equal across naming conventions.
+    """
+
+    def __init__(self, items: list[tuple[str, Shape]], tokens: dict[tuple[str, Shape], int]) -> None:
+        self.own: dict[str, list[tuple[str, int]]] = {}       # module path -> [(key, token id)] of its own params
+        self.children: dict[str, set[str]] = {"": set()}
+        for key, shape in items:
+            module = _tree_path(_module(key))
+            tid = tokens.setdefault((_last(key), shape), len(tokens))
+            self.own.setdefault(module, []).append((key, tid))
+            node = module
+            while node:
+                parent = _module(node)
+                self.children.setdefault(parent, set()).add(node)
+                self.children.setdefault(node, set())
+                node = parent
+        self._content: dict[tuple[str, str], tuple[int, ...]] = {}
+
+    def content(self, entry: tuple[str, str]) -> tuple[int, ...]:
+        got = self._content.get(entry)
+        if got is None:
+            kind, path = entry
+            if kind == "u":
+                got = tuple(sorted(t for _, t in self.own.get(path, [])))
+            else:
+                parts: list[int] = []
+                for sub in self.expand(entry):
+                    parts += self.content(sub)
+                got = tuple(sorted(parts))
+            self._content[entry] = got
+        return got
+
+    def expand(self, entry: tuple[str, str]) -> list[tuple[str, str]]:
+        kind, path = entry
+        if kind == "u":
+            return [entry]
+        out = [("u", path)] if self.own.get(path) else []
+        return out + [("n", c) for c in self.children.get(path, ())]
+
+
+def _numbered(entries: list[tuple[str, str]]) -> bool:
+    """True when the entries' paths differ only in their numbers (``blocks.1``/``blocks.2``, ``bn1``/``bn2``)."""
+    return len({_DIGITS.sub("#", path) for _, path in entries}) == 1
+
+
+def _contains(big: tuple[int, ...], small: tuple[int, ...]) -> bool:
+    if len(small) > len(big):
+        return False
+    need = Counter(small)
+    have = Counter(big)
+    return all(have[t] >= n for t, n in need.items())
+
+
+def _tree_pairs(
+    file_items: list[tuple[str, Shape]], model_items: list[tuple[str, Shape]],
+) -> tuple[list[tuple[str, str, bool]], int]:
+    """Pair file keys with model keys by module-tree structure; the result does not depend on either key order.
+
+    Submodules are matched recursively by their multisets of ``(parameter name, shape)``: at each matched pair of
+    modules, children with equal content are paired; a child that matches nothing is replaced by its own children
+    (largest first), so different nesting (``se.conv_reduce`` vs ``_se_reduce``) still lines up. Children with equal
+    content (identical blocks, two BNs of the same width) are paired in natural name order on both sides (numbers by
+    value: ``_blocks.2`` before ``_blocks.10``), and only once no unexpanded module could hold another of them.
+    Leftover modules pair when their parameter names and ranks are unique among the leftovers (a resized head or stem),
+    and leftover tensors when their exact shape is. Returns ``(pairs, tie_groups)``: ``(file key, model key,
+    same shape)`` and how many groups of identical modules were paired by name order.
+    """
+    tokens: dict[tuple[str, Shape], int] = {}
+    ft, mt = _Tree(file_items, tokens), _Tree(model_items, tokens)
+    shape_of = {**{("f", k): s for k, s in file_items}, **{("m", k): s for k, s in model_items}}
+    pairs: list[tuple[str, str, bool]] = []
+    left_f: list[tuple[str, str]] = []
+    left_m: list[tuple[str, str]] = []
+    ties = 0
+
+    def pair_units(fu: str, mu: str) -> None:
+        fown = {_last(k): k for k, _ in ft.own.get(fu, [])}
+        mown = {_last(k): k for k, _ in mt.own.get(mu, [])}
+        for name in sorted(set(fown) & set(mown)):
+            a, b = fown[name], mown[name]
+            pairs.append((a, b, shape_of[("f", a)] == shape_of[("m", b)]))
+
+    def solve(fpool: list[tuple[str, str]], mpool: list[tuple[str, str]]) -> None:
+        nonlocal ties
+        while True:
+            # 1. Pair entries of equal content that no unexpanded module could also hold.
+            by_f: dict[tuple[int, ...], list[tuple[str, str]]] = {}
+            by_m: dict[tuple[int, ...], list[tuple[str, str]]] = {}
+            for e in fpool:
+                by_f.setdefault(ft.content(e), []).append(e)
+            for e in mpool:
+                by_m.setdefault(mt.content(e), []).append(e)
+            nodes = [(ft.content(e), e) for e in fpool if e[0] == "n"] + [(mt.content(e), e) for e in mpool if e[0] == "n"]
+            matched: list[tuple[tuple[str, str], tuple[str, str]]] = []
+            for content in by_f.keys() & by_m.keys():
+                fs, ms = by_f[content], by_m[content]
+                if len(fs) > 1 or len(ms) > 1:
+                    blocked = any(c != content and _contains(c, content) for c, _ in nodes)
+                    if blocked:
+                        continue
+                    if len(fs) > 1 and len(ms) > 1 and not (_numbered(fs) and _numbered(ms)):
+                        ties += 1
+                fs = sorted(fs, key=lambda e: natural_key(e[1]))
+                ms = sorted(ms, key=lambda e: natural_key(e[1]))
+                matched += list(zip(fs, ms))
+            if matched:
+                done_f = {f for f, _ in matched}
+                done_m = {m for _, m in matched}
+                fpool = [e for e in fpool if e not in done_f]
+                mpool = [e for e in mpool if e not in done_m]
+                for f, m in matched:
+                    if f[0] == "u" and m[0] == "u":
+                        pair_units(f[1], m[1])
+                    else:
+                        solve(ft.expand(f), mt.expand(m))
+            # 2. Nothing (more) pairs at this level: open the largest unmatched module and try again.
+            open_f = [e for e in fpool if e[0] == "n"]
+            open_m = [e for e in mpool if e[0] == "n"]
+            if not open_f and not open_m:
+                break
+            best = min([(-len(ft.content(e)), 0, natural_key(e[1]), e) for e in open_f]
+                       + [(-len(mt.content(e)), 1, natural_key(e[1]), e) for e in open_m])
+            if best[1] == 0:
+                fpool = [x for x in fpool if x != best[3]] + ft.expand(best[3])
+            else:
+                mpool = [x for x in mpool if x != best[3]] + mt.expand(best[3])
+        left_f.extend(fpool)
+        left_m.extend(mpool)
+
+    solve(ft.expand(("n", "")), mt.expand(("n", "")))
+
+    # 3. Leftover units: same parameter names and ranks, unique on both sides (a resized head, a stem for in_chans).
+    def loose(tree: _Tree, side: str, unit: str) -> tuple:
+        return tuple(sorted((_last(k), len(shape_of[(side, k)])) for k, _ in tree.own.get(unit, [])))
+
+    lf: dict[tuple, list[str]] = {}
+    lm: dict[tuple, list[str]] = {}
+    for _, u in left_f:
+        lf.setdefault(loose(ft, "f", u), []).append(u)
+    for _, u in left_m:
+        lm.setdefault(loose(mt, "m", u), []).append(u)
+    used_f: set[str] = set()
+    used_m: set[str] = set()
+    for key in lf.keys() & lm.keys():
+        if len(lf[key]) == 1 and len(lm[key]) == 1:
+            pair_units(lf[key][0], lm[key][0])
+            used_f.add(lf[key][0])
+            used_m.add(lm[key][0])
+
+    # 4. Leftover tensors whose exact shape is unique on both sides (a renamed top-level parameter: cls_token).
+    rest_f: dict[Shape, list[str]] = {}
+    rest_m: dict[Shape, list[str]] = {}
+    for _, u in left_f:
+        if u not in used_f:
+            for k, _ in ft.own.get(u, []):
+                rest_f.setdefault(shape_of[("f", k)], []).append(k)
+    for _, u in left_m:
+        if u not in used_m:
+            for k, _ in mt.own.get(u, []):
+                rest_m.setdefault(shape_of[("m", k)], []).append(k)
+    for shape in rest_f.keys() & rest_m.keys():
+        if len(rest_f[shape]) == 1 and len(rest_m[shape]) == 1:
+            pairs.append((rest_f[shape][0], rest_m[shape][0], True))
+    return pairs, ties
 
 
 def _only_dim_differs(a: Shape, b: Shape, dim: int) -> bool:
@@ -140,8 +309,15 @@ def _classifier_modules(sig: Signature) -> tuple[str, ...]:
 
 
 def match_signature(file_items: list[tuple[str, Shape]], sig: Signature) -> Match:
-    """Match ``file_items`` (ordered ``(key, shape)``) against ``sig``; see the module docstring."""
-    model_shape = dict(zip(sig.keys, sig.shapes))
+    """Match ``file_items`` (``(key, shape)`` in any order) against ``sig``; see the module docstring.
+
+    The result (pairs, counts, kwargs, differences) depends only on the set of items, never on their order.
+    """
+    file_items = sorted(file_items, key=lambda kv: natural_key(kv[0]))
+    # Optional heads (aux_loss=True, aux_logits=False …): off by default -> their tensors are added as candidates.
+    extra = [(k, s) for opt in sig.options if not opt.default for k, s in zip(opt.keys, opt.shapes)]
+    model_items = list(zip(sig.keys, sig.shapes)) + extra
+    model_shape = dict(model_items)
     model_keys = set(model_shape)
     prefix = strip_prefix([k for k, _ in file_items], model_keys)
     differences: list[str] = []
@@ -165,27 +341,46 @@ def match_signature(file_items: list[tuple[str, Shape]], sig: Signature) -> Matc
                            f"e.g. {copies[0]}")
 
     file_core = [(wk, s) for wk, (_, s) in work.items() if not wk.endswith(NBT)]
-    model_core = [(k, s) for k, s in zip(sig.keys, sig.shapes) if not k.endswith(NBT)]
+    model_core = [(k, s) for k, s in model_items if not k.endswith(NBT)]
 
     # 2. By name.
     pairs: list[tuple[str, str, bool]] = []
     for wk, shape in file_core:
-        if wk in model_shape and not wk.endswith(NBT):
+        if wk in model_shape:
             pairs.append((wk, wk, model_shape[wk] == shape))
     named = {a for a, _, _ in pairs}
     taken = {b for _, b, _ in pairs}
 
-    # 3. By ordered shapes for what names did not explain, checked by module structure.
+    # 3. By module-tree structure for what names did not explain.
     rest_file = [(k, s) for k, s in file_core if k not in named]
     rest_model = [(k, s) for k, s in model_core if k not in taken]
+    ties = 0
     if rest_file and rest_model:
-        aligned = _verify_topology(_align(rest_file, rest_model))
+        aligned, ties = _tree_pairs(rest_file, rest_model)
         pairs += aligned
+    pairs.sort(key=lambda p: natural_key(p[0]))
+
+    # 3b. Optional heads: decided by whether the file holds their tensors.
+    kwargs: dict[str, Any] = {}
+    dropped: set[str] = set()
+    for opt in sig.options:
+        core = [k for k in opt.keys if not k.endswith(NBT)]
+        found = sum(1 for _, b, _ in pairs if b in set(core))
+        present = bool(core) and found >= 0.9 * len(core)
+        if present != opt.default:
+            kwargs[opt.kwarg] = present
+            differences.append(f"{opt.kwarg}={present}: the file {'has' if present else 'lacks'} "
+                               f"{'its' if present else 'the'} {len(core)} tensors (model default {opt.default})")
+        if not present:
+            dropped |= set(opt.keys)
+    if dropped:
+        pairs = [p for p in pairs if p[1] not in dropped]
+        model_core = [(k, s) for k, s in model_core if k not in dropped]
+    model_nbt = {k for k, _ in model_items if k.endswith(NBT) and k not in dropped}
 
     # 4. Shape differences that constructor arguments explain: head size, input channels, image size.
     file_shape = {wk: s for wk, s in file_core}
-    head = set(sig.head)
-    kwargs: dict[str, Any] = {}
+    head = set(sig.head) - dropped
     accepted: list[tuple[str, str]] = []
     head_outs: set[int] = set()
     for a, b, same in pairs:
@@ -210,20 +405,21 @@ def match_signature(file_items: list[tuple[str, Shape]], sig: Signature) -> Matc
         head_outs = set()
 
     model_n = len(model_core)
-    head_keys = tuple(sig.head)
+    head_keys = tuple(k for k in sig.head if k not in dropped)
     if not sig.head:
         # A model built without classifier (num_classes=0 by default): a file with one means num_classes=N.
         modules = _classifier_modules(sig)
         taken_file = {a for a, _ in accepted}
-        extra = [(k, s) for k, s in file_core if k not in taken_file and _module(k) in modules]
-        outs = {s[0] for k, s in extra if k.endswith(("weight", "bias")) and s}
-        if extra and len(outs) == 1:
+        clf = sorted(((k, s) for k, s in file_core if k not in taken_file and _module(k) in modules),
+                     key=lambda kv: (natural_key(_module(kv[0])), not kv[0].endswith("weight"), kv[0]))
+        outs = {s[0] for k, s in clf if k.endswith(("weight", "bias")) and s}
+        if clf and len(outs) == 1:
             kwargs["num_classes"] = outs.pop()
-            accepted += [(k, k) for k, _ in extra]
-            model_n += len(extra)
-            head_keys = tuple(k for k, _ in extra)
+            accepted += [(k, k) for k, _ in clf]
+            model_n += len(clf)
+            head_keys = tuple(k for k, _ in clf)
             differences.append(f"classifier head with {kwargs['num_classes']} outputs (model default: none)")
-        elif modules and not extra:
+        elif modules and not clf:
             kwargs["num_classes"] = 0  # say it: no head in the file, none in the model (its default)
     matched_model = {b for _, b in accepted}
     head_in_file = bool(head & matched_model)
@@ -233,7 +429,7 @@ def match_signature(file_items: list[tuple[str, Shape]], sig: Signature) -> Matc
         elif head_in_file:
             kwargs["num_classes"] = sig.num_classes
         else:
-            head_n = sum(1 for k in sig.head if not k.endswith(NBT))
+            head_n = sum(1 for k in head if not k.endswith(NBT))
             if len(accepted) >= 0.9 * max(model_n - head_n, 1):
                 # Everything but the classifier fits: a feature extractor, or saved with num_classes=0.
                 model_n -= head_n
@@ -250,7 +446,6 @@ def match_signature(file_items: list[tuple[str, Shape]], sig: Signature) -> Matc
     module_map = {_module(a): _module(b) for a, b in accepted}
     result_pairs = {work[a][0]: b for a, b in accepted}
     file_nbt = [wk for wk in work if wk.endswith(NBT)]
-    model_nbt = {k for k in sig.keys if k.endswith(NBT)}
     for wk in file_nbt:
         target = f"{module_map.get(_module(wk), '')}.{NBT}" if module_map.get(_module(wk)) else wk
         if target in model_nbt:
@@ -265,7 +460,10 @@ def match_signature(file_items: list[tuple[str, Shape]], sig: Signature) -> Matc
     renamed = sum(1 for a, b in accepted if a != b)
     by_name = len(accepted) - renamed
     if renamed:
-        differences.insert(0, f"{renamed} tensors have other names; matched by ordered shapes and module structure")
+        note = f"{renamed} tensors have other names; matched by module structure and shapes"
+        if ties:
+            note += f" ({ties} groups of identical modules paired in name order)"
+        differences.insert(0, note)
     if unexplained_file:
         differences.append(f"{len(unexplained_file)} file tensors not in the model, e.g. "
                            + ", ".join(unexplained_file[:3]))

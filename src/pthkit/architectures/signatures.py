@@ -14,10 +14,36 @@ from pthkit.architectures.types import Architecture
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["Signature", "compute_signature", "signature_from_module", "NBT"]
+__all__ = ["HeadOption", "Signature", "compute_signature", "signature_from_module", "NBT", "HEAD_OPTIONS"]
 
 NBT = "num_batches_tracked"
 Shape = tuple[int, ...]
+
+# Boolean constructor arguments that add or remove tensors (auxiliary heads): torchvision segmentation models'
+# aux_loss, googlenet / inception_v3 (torchvision and timm) aux_logits. Inferred from the file.
+HEAD_OPTIONS = ("aux_loss", "aux_logits")
+
+
+@dataclass(frozen=True)
+class HeadOption:
+    """A boolean constructor argument whose value decides whether ``keys`` (with ``shapes``) exist in the model.
+
+    ``default`` is the architecture's default: when True the keys are part of the signature's ``keys``; when False
+    they are not, and a file that holds them is built with ``kwarg=True``.
+    """
+
+    kwarg: str
+    default: bool
+    keys: tuple[str, ...]
+    shapes: tuple[Shape, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kw": self.kwarg, "d": self.default, "k": list(self.keys), "s": [list(s) for s in self.shapes]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "HeadOption":
+        return cls(kwarg=str(data["kw"]), default=bool(data["d"]), keys=tuple(data["k"]),
+                   shapes=tuple(tuple(s) for s in data["s"]))
 
 
 @dataclass
@@ -31,6 +57,7 @@ class Signature:
     - ``pos_embed``: key of a ViT-style position embedding, with ``num_prefix_tokens`` and ``patch_size`` so an image
       size can be inferred from its length.
     - ``cfg``: default preprocessing (timm ``pretrained_cfg`` subset) used to explain how equivalent candidates differ.
+    - ``options``: boolean head options (:class:`HeadOption`), e.g. ``aux_loss`` of torchvision segmentation models.
     """
 
     name: str
@@ -45,6 +72,7 @@ class Signature:
     patch_size: int | None = None
     img_size: int | None = None
     cfg: dict[str, Any] = field(default_factory=dict)
+    options: tuple[HeadOption, ...] = ()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -60,6 +88,8 @@ class Signature:
             value = getattr(self, attr)
             if value not in (None, (), {}, 0):
                 data[attr] = list(value) if isinstance(value, tuple) else value
+        if self.options:
+            data["opt"] = [o.to_json() for o in self.options]
         return data
 
     @classmethod
@@ -70,6 +100,7 @@ class Signature:
             in_chans=data.get("in_chans"), pos_embed=data.get("pos_embed"),
             num_prefix_tokens=data.get("num_prefix_tokens", 0), patch_size=data.get("patch_size"),
             img_size=data.get("img_size"), cfg=data.get("cfg", {}),
+            options=tuple(HeadOption.from_json(o) for o in data.get("opt", ())),
         )
 
 
@@ -193,23 +224,75 @@ def _SkipInitOnMeta():  # noqa: N802 - a context manager factory, named like the
     return SkipInitOnMeta()
 
 
+def _build(arch: Architecture, kwargs: dict[str, Any]) -> "nn.Module":
+    import torch
+
+    try:
+        with torch.device("meta"), _SkipInitOnMeta():
+            return arch.build(**kwargs)
+    except Exception:
+        return arch.build(**kwargs)
+
+
+def _accepted_options(arch: Architecture, model: "nn.Module") -> list[str]:
+    """Which of :data:`HEAD_OPTIONS` the builder or the model class takes as a named parameter."""
+    import inspect
+
+    params: set[str] = set()
+    targets: list[Any] = [type(model).__init__]
+    if arch.source == "torchvision":
+        try:
+            from torchvision import models
+
+            targets.append(models.get_model_builder(arch.short_name))
+        except (ValueError, KeyError):  # not a torchvision builder name
+            pass
+    for target in targets:
+        try:
+            params |= set(inspect.signature(target).parameters)
+        except (TypeError, ValueError):  # builtins without a signature
+            continue
+    return [o for o in HEAD_OPTIONS if o in params]
+
+
+def _head_options(arch: Architecture, model: "nn.Module", keys: list[str], kwargs: dict[str, Any]) -> tuple[HeadOption, ...]:
+    """Build with each boolean head option on and off; the keys only one of them has belong to the option."""
+    out = []
+    for option in _accepted_options(arch, model):
+        if option in kwargs:
+            continue
+        try:
+            on = _build(arch, {**kwargs, option: True}).state_dict(keep_vars=True)
+            off = _build(arch, {**kwargs, option: False}).state_dict(keep_vars=True)
+        except Exception:  # the option exists but this configuration refuses it: nothing to infer
+            continue
+        extra = [k for k in on if k not in off]
+        if not extra or any(k not in on for k in off):
+            continue
+        default = all(k in set(keys) for k in extra)
+        if not default and any(k in set(keys) for k in extra):
+            continue
+        out.append(HeadOption(kwarg=option, default=default, keys=tuple(extra),
+                              shapes=tuple(tuple(int(d) for d in on[k].shape) for k in extra)))
+    return tuple(out)
+
+
 def compute_signature(arch: Architecture, **kwargs: Any) -> Signature:
     """Build ``arch`` on the meta device (no memory, no init cost to speak of) and read its signature.
 
     Falls back to a CPU build for the few models that cannot be built on meta (they compute values at init).
+    Boolean head options (:data:`HEAD_OPTIONS`) are found by building the model with each value.
     """
     import warnings
 
-    import torch
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constructor chatter (googlenet's init FutureWarning) is not the user's
-        try:
-            with torch.device("meta"), _SkipInitOnMeta():
-                model = arch.build(**kwargs)
-        except Exception:
-            model = arch.build(**kwargs)
-    return signature_from_module(arch.name, model, arch.source)
+        model = _build(arch, kwargs)
+        sig = signature_from_module(arch.name, model, arch.source)
+        options = _head_options(arch, model, sig.keys, kwargs)
+    if options:
+        sig.options = options
+    return sig
 
 
 def infer_img_size(sig: Signature, file_len: int) -> int | None:
