@@ -8,7 +8,12 @@ reduced-size JPEG decoding, one-line :class:`~pthkit.errors.ImageError`) → ``I
 from __future__ import annotations
 
 from pthkit.images.decode import BACKGROUND, open_image, to_rgb
-from pthkit.images.sources import IMAGE_EXTENSIONS, expand_inputs, is_image_path, missing_inputs
+from pthkit.images.sources import (
+    IMAGE_EXTENSIONS,
+    expand_inputs,
+    is_image_path,
+    missing_inputs,
+)
 
 __all__ = [
     "BACKGROUND",

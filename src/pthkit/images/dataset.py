@@ -17,21 +17,21 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from pthkit.data.inputs import folder_images as _folder_images
 from pthkit.errors import DatasetError, PthkitError
 from pthkit.images.decode import open_image
-from pthkit.images.sources import _folder_images
 
 __all__ = [
-    "Sample",
+    "DRAFT_MARGIN",
     "Batch",
-    "ImageListDataset",
+    "BatchNormalize",
     "ImageFolderDataset",
+    "ImageListDataset",
+    "Sample",
     "collate_samples",
     "draft_size_for",
-    "worker_init",
     "split_transform",
-    "BatchNormalize",
-    "DRAFT_MARGIN",
+    "worker_init",
 ]
 
 Transform = Callable[[Image.Image], torch.Tensor]

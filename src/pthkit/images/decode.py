@@ -27,7 +27,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from pthkit.errors import ImageError, InputNotFoundError
 
-__all__ = ["open_image", "to_rgb", "BACKGROUND"]
+__all__ = ["BACKGROUND", "open_image", "to_rgb"]
 
 BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 """Colour transparent pixels are composited on."""
