@@ -179,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    if result == EXIT_INTERRUPTED:  # typer turns Ctrl-C inside a command into a bare 130: add the one line
+        print(f"Interrupted{_progress_note()}.", file=sys.stderr)
     return result if isinstance(result, int) else 0
 
 
