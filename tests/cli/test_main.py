@@ -81,7 +81,7 @@ def failing_app(monkeypatch):
 
 
 def test_pthkit_error_is_one_line_and_exit_code(failing_app, capsys):
-    assert main_mod.main(["boom", "pthkit"]) == 1
+    assert main_mod.main(["boom", "pthkit"]) == CorruptCheckpointError.exit_code == 5
     err = capsys.readouterr().err
     assert err.splitlines() == [
         "Error: weights file: received a truncated zip; expected a complete file. Download it again."
@@ -108,12 +108,59 @@ def test_usage_error_exit_code(failing_app, capsys):
     assert main_mod.main(["ok"]) == 0
 
 
+def test_every_error_class_has_its_own_documented_exit_code(capsys):
+    from pthkit import errors
+
+    expected = {"InputNotFoundError": 3, "UnsafeCheckpointError": 4, "CheckpointError": 5, "CorruptCheckpointError": 5,
+                "BundleError": 5, "ArchitectureError": 6, "IdentificationError": 6, "LoadError": 7,
+                "PreprocessError": 8, "ImageError": 8, "DatasetError": 8, "ExportError": 9, "TrainingError": 11}
+    assert {name: getattr(errors, name).exit_code for name in expected} == expected
+    table = dict(main_mod.exit_code_table())
+    for code in (2, 3, 4, 5, 6, 7, 8, 9, 11, 130):
+        assert code in table
+    assert main_mod.main(["--help"]) == 0
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "Exit codes:" in shown and "130 interrupted" in shown and "7 weights do not fit" in shown
+
+
+def test_ctrl_c_exits_130_with_one_line_naming_the_progress(monkeypatch, capsys):
+    app = typer.Typer()
+
+    @app.command()
+    def slow() -> None:
+        raise KeyboardInterrupt
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    import types
+
+    monkeypatch.setattr(main_mod, "app", app)
+    monkeypatch.delitem(sys.modules, "pthkit.engine.progress", raising=False)
+    monkeypatch.setitem(sys.modules, "pthkit.engine", types.SimpleNamespace(current_progress=lambda: (40, 120, "images")))
+    assert main_mod.main(["slow"]) == 130
+    assert capsys.readouterr().err.splitlines() == ["Interrupted after 40 of 120 images."]
+    monkeypatch.setitem(sys.modules, "pthkit.engine", types.SimpleNamespace())
+    assert main_mod.main(["slow"]) == 130
+    assert capsys.readouterr().err.splitlines() == ["Interrupted."]
+
+
 # --- optional command modules ----------------------------------------------------------------------------------------
 
 
-def test_missing_command_module_is_skipped(monkeypatch):
-    monkeypatch.setattr(main_mod, "_COMMAND_MODULES", ("pthkit.cli.no_such_cmds_module",))
-    main_mod._register_all()  # skipped: the module itself does not exist
+def test_missing_command_module_is_skipped(monkeypatch, capsys):
+    fresh = typer.Typer()
+    monkeypatch.setattr(main_mod, "app", fresh)
+    monkeypatch.setattr(main_mod, "_COMMAND_MODULES", ("pthkit.cli.no_such_cmds_module", "pthkit.cli.read_cmds"))
+    monkeypatch.delenv("PTHKIT_DEBUG", raising=False)
+    main_mod._register_all()  # the missing module is skipped; the next one still registers
+    assert {c.name or c.callback.__name__ for c in fresh.registered_commands} >= {"inspect", "scan"}
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("PTHKIT_DEBUG", "1")
+    monkeypatch.setattr(main_mod, "app", typer.Typer())
+    main_mod._register_all()
+    assert "pthkit.cli.no_such_cmds_module" in capsys.readouterr().err
 
 
 def test_import_error_inside_a_command_module_is_not_hidden(monkeypatch, tmp_path):

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from pthkit.cli._options import ArchKwargsOpt, ArchOpt, DeviceOpt, JsonOpt, TrustOpt
+from pthkit.cli._options import (
+    ArchKwargsOpt,
+    ArchOpt,
+    DeviceOpt,
+    JsonOpt,
+    SelectOpt,
+    TopAliasOpt,
+    TopKOpt,
+    TrustOpt,
+    top_k,
+)
 from pthkit.cli._output import console, print_json
 
 if TYPE_CHECKING:
@@ -20,9 +30,6 @@ if TYPE_CHECKING:
 SOURCES = ("timm", "torchvision", "user", "entrypoint")
 
 FileArg = Annotated[Path, typer.Argument(help="The weights file (.pth, .pt, .ckpt, .bin, .safetensors …).")]
-SelectOpt = Annotated[
-    str, typer.Option("--select", help="Which weights when the file holds several: auto, raw or ema.")
-]
 
 
 def _parse_kwargs(items: list[str] | None) -> dict[str, Any]:
@@ -108,7 +115,8 @@ def _render_identify(result: "IdentifyResult", path: Path) -> None:
 
 def identify(
     file: FileArg,
-    top: Annotated[int, typer.Option("--top", min=1, help="How many candidates to show.")] = 5,
+    top_k_opt: TopKOpt = None,
+    top: TopAliasOpt = None,
     arch: Annotated[
         Optional[str],
         typer.Option("--arch", "-a", help="Also check how the file fits this architecture (registered name or "
@@ -129,7 +137,7 @@ def identify(
         from pthkit.architectures import get_architecture
 
         include = [get_architecture(arch).name]
-    result = identify_api(ckpt.tensors, top=top, include=include)
+    result = identify_api(ckpt.tensors, top=top_k(top_k_opt, top, 5), include=include)
     fit: LoadReport | None = None
     if arch:
         from pthkit.loading import check_fit

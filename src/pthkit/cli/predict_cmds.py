@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from pthkit.cli._options import ArchKwargsOpt, ArchOpt, DeviceOpt, TrustOpt
+from pthkit.cli._explain import explain_text
+from pthkit.cli._options import ArchKwargsOpt, ArchOpt, DeviceOpt, SizeOpt, TrustOpt, parse_size
 from pthkit.errors import PreprocessError
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def predict_command(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON Lines: one JSON object per image (parse line by line).")] = False,
     csv_out: Annotated[bool, typer.Option("--csv", help="Print CSV (one row per image) instead of a table.")] = False,
     explain: Annotated[bool, typer.Option("--explain", help="Print how the model was loaded and the preprocessing, with where each value came from.")] = False,
-    size: Annotated[Optional[str], typer.Option("--size", help="Input size: 224 or H,W.")] = None,
+    size: SizeOpt = None,
     crop_pct: Annotated[Optional[float], typer.Option("--crop-pct", help="Center-crop fraction (0.875: resize to 256, crop 224).")] = None,
     mean: Annotated[Optional[str], typer.Option("--mean", help="Normalization mean R,G,B (in the --scale units).")] = None,
     std: Annotated[Optional[str], typer.Option("--std", help="Normalization std R,G,B.")] = None,
@@ -157,7 +158,7 @@ def predict_command(
         raise PreprocessError.build("--features", received=repr(str(features)),
                                     expected="a file name ending in .npy or .safetensors", hint="e.g. --features emb.npy")
     machine = json_out or csv_out
-    overrides = _overrides(size=size, crop_pct=crop_pct, mean=mean, std=std, interpolation=interpolation,
+    overrides = _overrides(size=parse_size(size), crop_pct=crop_pct, mean=mean, std=std, interpolation=interpolation,
                            channel_order=channel_order, scale=scale)
 
     from pthkit.images import expand_inputs
@@ -175,7 +176,7 @@ def predict_command(
         warn(message)
     if explain:
         out = err_console if machine else console
-        out.print(_escape(handle.describe()))
+        out.print(_escape(explain_text(handle)))
 
     mode = "sigmoid" if multi_label else ("logits" if logits else "softmax")
     progress = len(paths) >= _PROGRESS_FROM and err_console.is_terminal
