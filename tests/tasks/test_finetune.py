@@ -18,7 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pthkit.errors import TrainingError
+from pthkit.errors import LoadError, TrainingError
 from pthkit.tasks.finetune import CHECKPOINT_NAME, FinetuneResult, finetune, load_training_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared tiny-data helpers
@@ -28,7 +28,8 @@ HERE = Path(__file__).parent
 ARGS = dict(arch=TINY_ARCH, batch_size=4, size=32, workers=0, seed=0, progress=False, lr=1e-3)
 # One thread: on a shared 2-core machine OpenMP spinning makes 2 threads ~30× slower for a model this small.
 DROP = {"drop_rate": 0.3, "drop_path_rate": 0.2}
-SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+SUB_ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)}
 
 
 @pytest.fixture(autouse=True)
@@ -278,8 +279,9 @@ def test_refuses_an_out_path_that_is_a_file_and_weights_that_do_not_fit_arch(tmp
     with pytest.raises(TrainingError, match="a file"):
         finetune(weights, data, tmp_path / "file", **ARGS)
     args = {**ARGS, "arch": "timm:test_resnet"}
-    with pytest.raises(TrainingError, match="do not fit timm:test_resnet"):
+    with pytest.raises(LoadError):  # refused by the strict load, before any data is read or any epoch runs
         finetune(weights, data, tmp_path / "wrong", epochs=1, **args)
+    assert not (tmp_path / "wrong").exists()
 
 
 def test_summary_without_validation_images_says_so(tmp_path):
@@ -287,3 +289,50 @@ def test_summary_without_validation_images_says_so(tmp_path):
                        monitor="val_acc", history=[{"epoch": 1, "train_loss": 0.7}], epochs_run=1,
                        stopped_early=False, resumed=False)
     assert "no validation images" in str(r) and "nan" not in str(r)
+
+
+class _TinyNet(torch.nn.Module):
+    """A user class with neither num_classes nor reset_classifier (like torchvision's heads): 2 outputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        self.layer1 = torch.nn.Linear(8, 50)
+        self.layer2 = torch.nn.Linear(50, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer2(torch.relu(self.layer1(self.features(x))))
+
+
+def test_a_class_without_reset_classifier_gets_its_head_replaced_before_training(tmp_path, setup_data):
+    """torchvision-style models kept their 2 (or 1000) outputs for 3 classes and failed only when bundling."""
+    _, data = setup_data
+    torch.manual_seed(0)
+    model = _TinyNet()
+    backbone = model.features[0].weight.detach().clone()
+    r = finetune(model, data, tmp_path / "t", epochs=1, **{**ARGS, "arch": None, "lr": 1e-12})
+    assert r.head_change == "layer2: 50 → 2 replaced by 50 → 3"
+    assert model.layer2.out_features == 3 and r.history[0]["train_images"] == 18
+    assert torch.allclose(model.features[0].weight, backbone, atol=1e-6)  # loaded, not re-initialized
+    cfg = json.loads((tmp_path / "t" / "config.json").read_text())
+    assert cfg["num_classes"] == 3 and cfg["pthkit"]["head"]["out_features"] == 3
+    assert "num_classes" not in cfg["pthkit"]["arch_kwargs"]  # the class would refuse it when rebuilt
+
+
+def test_resume_applies_a_longer_epochs_and_refuses_other_changed_options(tmp_path, setup_data):
+    """--resume used to ignore every other argument silently (e.g. --epochs)."""
+    weights, data = setup_data
+    out = tmp_path / "r"
+    first = finetune(weights, data, out, epochs=1, keep_checkpoint=True, **ARGS)
+    assert first.epochs_run == 1
+    for changed in ({"lr": 0.5}, {"batch_size": 2}, {"seed": 1}, {"arch": "timm:test_resnet"}):
+        with pytest.raises(TrainingError) as err:
+            finetune(weights, data, out, resume=True, keep_checkpoint=True, **{**ARGS, **changed})
+        assert "may change only" in str(err.value)
+    with pytest.raises(TrainingError):  # fewer epochs than already trained
+        finetune(weights, data, out, resume=True, **{**ARGS, "epochs": 0})
+    more = finetune(weights, data, out, resume=True, epochs=3, **ARGS)  # the same values as stored are fine
+    assert more.resumed and more.epochs_run == 3 and [h["epoch"] for h in more.history] == [1, 2, 3]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["pthkit"]["training"]["epochs"] == 3

@@ -325,25 +325,22 @@ class _Progress:
             self.bar.__exit__(*exc)
 
 
-@torch.no_grad()
-def _validate(model: nn.Module, loader: Any, criterion: nn.Module, device: torch.device, amp_ctx: Any,
+def _validate(model: nn.Module, loader: Any, device: torch.device, amp: str | None,
               info: distributed.DistInfo, num_classes: int) -> dict[str, float]:
-    model.eval()
+    """Validation through the one inference engine (:func:`pthkit.engine.evaluate_batches`), as evaluate/predict
+    run the model; the engine hands the model back with its train/eval flags unchanged."""
+    from pthkit.engine import evaluate_batches
+
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.float64, device=device)
     correct5 = torch.zeros((), dtype=torch.float64, device=device)
     count = 0
-    for batch in loader:
-        if batch is None:
-            continue
-        x, y = batch
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with amp_ctx():
-            logits = model(x)
-        logits = logits.float()
+    k = min(5, num_classes)
+    for logits, y in evaluate_batches(model, loader, amp=amp, device=device,  # type: ignore[arg-type]
+                                      channels_last=device.type == "cuda"):
+        logits, y = logits.to(device), y.to(device)
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-        k = min(5, num_classes)
         correct5 += (logits.topk(k, dim=1).indices == y[:, None]).any(1).sum()
         count += y.numel()
     s = distributed.all_reduce_sum([loss_sum.item(), correct.item(), correct5.item(), float(count)], info)
@@ -697,7 +694,7 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
             }
             if val_loader is not None:
                 # the bare module: no DDP collectives, so ranks may see different numbers of val batches
-                record.update(_validate(model, val_loader, criterion, dev, amp_ctx, info, num_classes))
+                record.update(_validate(model, val_loader, dev, cfg.amp, info, num_classes))
             record["time_s"] = epoch_time
             history.append(record)
             metric = record.get(cfg.monitor)
