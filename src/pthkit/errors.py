@@ -151,3 +151,7 @@ class ExportError(PthkitError, RuntimeError):
     """A model could not be exported."""
 
     exit_code = 9
+
+
+class NoTensorDataError(CheckpointError):
+    """The file holds tensor shapes but no data (tensors saved on the ``meta`` device): nothing to load."""

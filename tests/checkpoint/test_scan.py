@@ -135,5 +135,9 @@ def test_common_config_objects_need_trust_but_are_not_malicious(tmp_path, sd):
     cfg = types.SimpleNamespace(data=pathlib.PurePosixPath("/data/imagenet"), norm=functools.partial(max, 1))
     torch.save({"state_dict": sd, "cfg": cfg}, path)
     report = scan_file(path)
-    assert report.verdict == "needs-trust", report
+    # functools.partial calls what it wraps: allowlist-first makes it malicious-looking, never merely "needs trust".
+    assert report.verdict == "malicious-looking", report
     assert {"types.SimpleNamespace", "pathlib.PurePosixPath", "functools.partial"} <= set(report.globals)
+    plain = tmp_path / "plain_cfg.pth"
+    torch.save({"state_dict": sd, "cfg": types.SimpleNamespace(data=pathlib.PurePosixPath("/data"))}, plain)
+    assert scan_file(plain).verdict == "needs-trust"

@@ -11,13 +11,14 @@ from typing import Any, BinaryIO, Callable
 
 import torch
 
-from pthkit.checkpoint._inert import unpickle
-from pthkit.checkpoint._pickle_scan import BoundedReader, scan_pickle
+from pthkit.checkpoint._inert import inert_class, unpickle
+from pthkit.checkpoint._pickle_scan import BoundedReader
 from pthkit.checkpoint._zip import ZipArchive, ZipStorages
 from pthkit.checkpoint.detect import LEGACY_MAGIC, _LEGACY_PICKLED
 from pthkit.errors import BudgetExceededError, CorruptCheckpointError, UnsupportedFormatError
 
 MAX_NESTED = 3
+MAX_NESTED_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -35,31 +36,60 @@ def _merge(into: RawRead, globals_: list[str], notes: list[str]) -> None:
     into.notes.extend(notes)
 
 
-class _Nested:
-    """Reads ``torch.storage._load_from_bytes`` payloads (nested torch.save archives) inertly, depth-limited."""
+class NestedBudget:
+    """Depth and byte budget for the payloads torch would unpickle from inside a file (one per read or scan)."""
 
-    def __init__(self, sink: RawRead, depth: int) -> None:
+    def __init__(self, max_depth: int = MAX_NESTED, max_bytes: int = MAX_NESTED_BYTES) -> None:
+        self.max_depth, self.max_bytes, self.used = max_depth, max_bytes, 0
+
+    def take(self, depth: int, nbytes: int) -> None:
+        if depth > self.max_depth:
+            raise BudgetExceededError.build(
+                "nested payload", received=f"torch.storage._load_from_bytes payloads nested {depth} deep",
+                expected=f"at most {self.max_depth}", hint="The file was crafted.",
+            )
+        self.used += nbytes
+        if self.used > self.max_bytes:
+            raise BudgetExceededError.build(
+                "nested payload", received=f"more than {self.max_bytes:,} bytes of nested payloads",
+                expected="a checkpoint", hint="The file was crafted.",
+            )
+
+
+class _Nested:
+    """Reads ``torch.storage._load_from_bytes`` payloads inertly, as ``torch.load(io.BytesIO(data))`` would see them:
+    a zip archive when the bytes start with ``PK\\x03\\x04``, otherwise the legacy pickle stream (whose first pickle
+    torch unpickles whatever it is). Depth- and byte-budgeted."""
+
+    def __init__(self, sink: RawRead, depth: int, budget: NestedBudget | None = None) -> None:
         self.sink, self.depth = sink, depth
+        self.budget = budget if budget is not None else NestedBudget()
 
     def __call__(self, data: bytes) -> Any:
-        if self.depth >= MAX_NESTED:
-            raise BudgetExceededError("nested archive: received archives nested too deep; expected a checkpoint.")
+        self.budget.take(self.depth + 1, len(data))
         if data[:4] == b"PK\x03\x04":
             archive = ZipArchive(data)
             try:
                 archive.raise_problems()
-                inner = read_zip(archive, depth=self.depth + 1)
+                inner = read_zip(archive, depth=self.depth + 1, budget=self.budget)
             finally:
                 archive.close()
         elif data[2:14] == _LEGACY_PICKLED:
-            inner = read_legacy(io.BytesIO(data), len(data), lambda: bytearray(data), depth=self.depth + 1)
+            inner = read_legacy(io.BytesIO(data), len(data), lambda: bytearray(data), depth=self.depth + 1, budget=self.budget)
         else:
-            raise CorruptCheckpointError("nested archive: received bytes that are not a torch.save archive; expected one.")
+            # torch.load would unpickle this (its "magic number") and then fail: read it inertly for what it names.
+            obj, up = unpickle(BoundedReader(io.BytesIO(data), 0, len(data)), None, nested=_Nested(self.sink, self.depth + 1, self.budget))
+            _merge(self.sink, up.globals_seen, up.notes)
+            self.sink.notes.append("a torch.storage._load_from_bytes payload that is a bare pickle, not a torch.save archive")
+            return inert_class("torch.storage._load_from_bytes(<bare pickle>)")(obj)
         _merge(self.sink, inner.globals, inner.notes)
+        if inner.trailing:
+            self.sink.notes.append(f"{inner.trailing} bytes after the end of a nested payload")
+            self.sink.trailing += inner.trailing
         return inner.obj
 
 
-def read_zip(archive: ZipArchive, *, depth: int = 0, member: str | None = None) -> RawRead:
+def read_zip(archive: ZipArchive, *, depth: int = 0, member: str | None = None, budget: NestedBudget | None = None) -> RawRead:
     """Unpickle ``<prefix>/data.pkl`` (or ``member``); storages come from ``<prefix>/data/<key>`` of the archive."""
     name = member or archive.find_main_pickle()
     if name is None:
@@ -68,7 +98,7 @@ def read_zip(archive: ZipArchive, *, depth: int = 0, member: str | None = None) 
     base = name[: -len(".pkl")]  # "archive/data.pkl" -> "archive/data"; "ts/constants.pkl" -> "ts/constants"
     out = RawRead(None)
     stream = io.BytesIO(data)
-    obj, up = unpickle(stream, ZipStorages(archive, base), nested=_Nested(out, depth))
+    obj, up = unpickle(stream, ZipStorages(archive, base), nested=_Nested(out, depth, budget))
     out.obj = obj
     out.trailing = len(data) - stream.tell()
     _merge(out, up.globals_seen, up.notes)
@@ -123,7 +153,10 @@ def map_bytes(buffer: Any, start: int, nbytes: int, dtype: torch.dtype, *, copy:
     return raw.clone().view(dtype) if copy else raw.view(dtype)
 
 
-def read_legacy(fh: BinaryIO, size: int, buffer: Callable[[], Any], *, depth: int = 0, copy: bool = False) -> RawRead:
+def read_legacy(
+    fh: BinaryIO, size: int, buffer: Callable[[], Any], *, depth: int = 0, copy: bool = False,
+    budget: NestedBudget | None = None,
+) -> RawRead:
     """The pre-1.6 ``torch.save`` layout: magic, protocol, sys info, object, storage keys, then raw storages."""
     reader = BoundedReader(fh, 0, size)
     out = RawRead(None)
@@ -146,7 +179,8 @@ def read_legacy(fh: BinaryIO, size: int, buffer: Callable[[], Any], *, depth: in
         )
     obj_start = reader.tell()
     meta = _MetaStorages()
-    obj_first, up = unpickle(reader, meta, nested=_Nested(out, depth))
+    budget = budget if budget is not None else NestedBudget()
+    obj_first, up = unpickle(reader, meta, nested=_Nested(out, depth, budget))
     keys_start = reader.tell()
     keys, _ = unpickle(reader, None)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
@@ -181,11 +215,12 @@ def read_legacy(fh: BinaryIO, size: int, buffer: Callable[[], Any], *, depth: in
         obj = obj_first
     else:
         reader.seek(obj_start)
-        obj, up = unpickle(reader, _LegacyStorages(table, buffer, copy), nested=_Nested(out, depth))
+        obj, up = unpickle(reader, _LegacyStorages(table, buffer, copy), nested=_Nested(RawRead(None), depth, NestedBudget()))
         if reader.tell() != keys_start:
             raise CorruptCheckpointError("legacy torch.save file: received an inconsistent object pickle; expected one.")
     _merge(out, up.globals_seen, up.notes)
     out.obj = obj
+    out.trailing = size - pos  # bytes after the last storage record: torch never reads them
     return out
 
 
@@ -205,7 +240,7 @@ def read_raw_pickle(path: Path) -> RawRead:
     out = RawRead(None)
     with open(path, "rb") as fh:
         reader = BoundedReader(fh, 0, size)
-        obj, up = unpickle(reader, None, nested=_Nested(out, 0))
+        obj, up = unpickle(reader, None, nested=_Nested(out, 0, NestedBudget()))
         end = reader.tell()
     _merge(out, up.globals_seen, up.notes)
     out.trailing = size - end
@@ -213,15 +248,3 @@ def read_raw_pickle(path: Path) -> RawRead:
     return out
 
 
-def scan_stream_pickles(fh: BinaryIO, size: int, count: int | None = None):
-    """Scan consecutive pickles of a stream (legacy: 5; raw: until the data ends). Yields PickleScan objects."""
-    reader = BoundedReader(fh, 0, size)
-    n = 0
-    while reader.tell() < size and (count is None or n < count):
-        start = reader.tell()
-        result = scan_pickle(reader)
-        yield start, result
-        n += 1
-        if result.error is not None or result.end <= start:
-            return
-        reader.seek(result.end)

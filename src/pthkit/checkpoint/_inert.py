@@ -12,9 +12,11 @@ restricted too (the C unpickler calls ``__setstate__`` of whatever is on the sta
 
 from __future__ import annotations
 
+import io
 import math
 import pickle
 import re
+import struct
 from collections import Counter, OrderedDict
 from typing import Any, BinaryIO, Callable, Protocol
 
@@ -53,7 +55,15 @@ class InertObject:
         self._pk["state"] = state
 
     def __call__(self, *args: Any, **kwargs: Any) -> "InertObject":
-        return inert_class(self.__pthkit_class__ + "()")(*args, **kwargs)
+        # The class of "the result of calling X" is kept on X's class (so it lives exactly as long as the read) and
+        # its name is bounded: calling a result again does not grow the name (no memory amplification).
+        cls = type(self)
+        called = cls.__dict__.get("_pk_called")
+        if called is None:
+            name = cls.__pthkit_class__
+            called = _new_inert_class(name if name.endswith("()") else bounded_name(name + "()"))
+            type.__setattr__(cls, "_pk_called", called)
+        return called(*args, **kwargs)
 
     def append(self, item: Any) -> None:
         self._pk["items"].append(item)
@@ -94,15 +104,34 @@ class InertObject:
         return self._pk["setitems"]
 
 
-_INERT_CLASSES: dict[str, type[InertObject]] = {}
+MAX_NAME = 1000  # longer global names are kept truncated (and classified dangerous by the policy)
+MAX_CLASSES = 4096  # placeholder classes cached per read; more distinct names get uncached classes
+
+
+def bounded_name(qualified: str) -> str:
+    """``qualified`` itself, or its first :data:`MAX_NAME` characters and a note of the length (still > MAX_NAME)."""
+    if len(qualified) <= MAX_NAME:
+        return qualified
+    return f"{qualified[:MAX_NAME]}…({len(qualified):,} characters)"
+
+
+def _new_inert_class(qualified: str) -> type[InertObject]:
+    return type("Inert", (InertObject,), {"__pthkit_class__": bounded_name(qualified)})
+
+
+_FIXED_INERT: dict[str, type[InertObject]] = {}
 
 
 def inert_class(qualified: str) -> type[InertObject]:
-    """A (cached) placeholder class for ``qualified``; its name is data, nothing is imported."""
-    cls = _INERT_CLASSES.get(qualified)
+    """A placeholder class for one of pthkit's own fixed names (``numpy.generic`` …); names from files never land here.
+
+    Placeholders for globals a file names are made per read by :class:`InertUnpickler` (bounded, dropped with it).
+    """
+    cls = _FIXED_INERT.get(qualified)
     if cls is None:
-        cls = type("Inert", (InertObject,), {"__pthkit_class__": qualified})
-        _INERT_CLASSES[qualified] = cls
+        cls = _new_inert_class(qualified)
+        if len(_FIXED_INERT) < 64:
+            _FIXED_INERT[qualified] = cls
     return cls
 
 
@@ -377,6 +406,12 @@ _SAFE_FUNCTIONS = frozenset(v for v in _FIXED.values() if callable(v) and not is
     _rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3, _rebuild_parameter,
 }
 _SAFE_NEWOBJ_TYPES = (OrderedDict, NumpyDtypeBuilder)
+_NOT_REBUILT = frozenset(
+    {
+        "torch._utils._rebuild_qtensor", "torch._utils._rebuild_sparse_tensor", "torch._utils._rebuild_nested_tensor",
+        "torch._utils._rebuild_wrapper_subclass",
+    }
+)
 
 
 class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
@@ -394,19 +429,75 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         storages: StorageProvider | None,
         *,
         nested: Callable[[bytes], Any] | None = None,
+        scan: bool = False,
     ) -> None:
         super().__init__(file, encoding="latin1")
         self._storages = storages
         self._nested = nested
+        self._scan = scan
+        self._stream = file
+        self._frame_end: int | None = None
         self._cache: dict[str, torch.Tensor] = {}
+        self._classes: dict[str, type[InertObject]] = {}
+        self._seen: set[str] = set()
         self.globals_seen: list[str] = []
+        self.calls: set[str] = set()
+        self.problems: list[tuple[str, str, str]] = []  # (kind, detail, severity): structural tricks seen
         self.notes: list[str] = []
+
+    def _inert(self, qualified: str) -> type[InertObject]:
+        cls = self._classes.get(qualified)
+        if cls is None:
+            cls = _new_inert_class(qualified)
+            if len(self._classes) < MAX_CLASSES:
+                self._classes[qualified] = cls
+        return cls
+
+    # -- framing, as the C unpickler that torch.load uses does it ------------------------------------------------
+    # CPython's C unpickler only checks that a FRAME's bytes are there, then reads on without enforcing the boundary
+    # (an opcode may straddle it). The pure-Python one enforces it, so a straddling payload would stop this machine
+    # where pickle.load runs it. Mirror C: check, rewind, read unframed; report every mismatch as a trick.
+    def load_frame(self) -> None:
+        (frame_size,) = struct.unpack("<Q", self.read(8))
+        stream = self._stream
+        here = stream.tell()
+        if self._frame_end is not None and here - 9 != self._frame_end:
+            self.problems.append(("frame", f"an opcode straddles a FRAME boundary at byte {self._frame_end}", "danger"))
+        end = here + frame_size
+        stream.seek(0, 2)
+        available = stream.tell() - here
+        stream.seek(here)
+        if available < frame_size:
+            self.problems.append(("frame", f"a FRAME declares {frame_size:,} bytes but only {available:,} follow", "danger"))
+            end = here + available
+        self._frame_end = end
+
+    dispatch[pickle.FRAME[0]] = load_frame
+
+    def frame_leftover(self) -> int:
+        """After STOP: bytes of the last FRAME left unread (> 0), or bytes read past its end (< 0)."""
+        if self._frame_end is None:
+            return 0
+        return self._frame_end - self._stream.tell()
+
+    def load_stack_global(self) -> None:
+        name = self.stack.pop()
+        module = self.stack.pop()
+        if type(name) is not str or type(module) is not str:
+            self.problems.append(("stack-global", "a STACK_GLOBAL whose module or name is not a string", "danger"))
+            raise pickle.UnpicklingError("STACK_GLOBAL requires str")
+        self.append(self.find_class(module, name))
+
+    dispatch[pickle.STACK_GLOBAL[0]] = load_stack_global
 
     # -- globals -------------------------------------------------------------------------------------------------
     def find_class(self, module: str, name: str) -> Any:  # noqa: D102 - see class docstring
-        qualified = normalize_global(str(module), str(name))
-        if qualified not in self.globals_seen:
+        qualified = bounded_name(normalize_global(str(module), str(name)))
+        if qualified not in self._seen:
+            self._seen.add(qualified)
             self.globals_seen.append(qualified)
+        if self._scan and qualified in _NOT_REBUILT:
+            return self._inert(qualified)  # scan: record the call, keep walking
         fixed = _FIXED.get(qualified)
         if fixed is not None:
             return fixed
@@ -418,7 +509,7 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             return _Marker(qualified, None if dtype in _QUANTIZED else dtype)
         if mod == "torch" and attr in dtype_names():
             return dtype_names()[attr]
-        return inert_class(qualified)
+        return self._inert(qualified)
 
     def _load_from_bytes(self, data: Any) -> Any:
         if not isinstance(data, (bytes, bytearray)) or self._nested is None:
@@ -434,6 +525,8 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
                 "storage reference", received=_short(pid), expected="('storage', type, key, location, numel)"
             )
         _, kind, key, _location, numel = pid[:5]
+        if self._scan and not (isinstance(kind, _Marker) and kind.dtype is not None):
+            return self._inert("<storage of an unmodelled type>")()
         if not isinstance(kind, _Marker) or kind.dtype is None:
             raise UnsupportedFormatError.build(
                 "storage reference", received=f"storage type {_short(kind)}", expected="a torch storage type",
@@ -458,7 +551,12 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         return storage[:numel]
 
     # -- opcodes that would call or mutate arbitrary objects -------------------------------------------------------
+    def _note_call(self, func: Any) -> None:
+        if isinstance(func, InertObject) or (isinstance(func, type) and issubclass(func, InertObject)):
+            self.calls.add(func.__pthkit_class__.removesuffix("()"))
+
     def _check_callable(self, func: Any) -> None:
+        self._note_call(func)
         if func in _SAFE_FUNCTIONS or func is OrderedDict or func is Counter or func is NumpyDtypeBuilder or func == self._load_from_bytes:
             return
         if isinstance(func, InertObject) or (isinstance(func, type) and issubclass(func, InertObject)):
@@ -482,6 +580,7 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     def load_newobj(self) -> None:
         args = self.stack.pop()
         cls = self.stack.pop()
+        self._note_call(cls)
         if not (isinstance(cls, type) and (issubclass(cls, InertObject) or cls in _SAFE_NEWOBJ_TYPES)):
             raise CorruptCheckpointError.build(
                 "pickle", received=f"NEWOBJ of {_short(cls)}", expected="a class named by the file"
@@ -494,6 +593,7 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         kwargs = self.stack.pop()
         args = self.stack.pop()
         cls = self.stack.pop()
+        self._note_call(cls)
         if not (isinstance(cls, type) and issubclass(cls, InertObject)):
             raise CorruptCheckpointError.build(
                 "pickle", received=f"NEWOBJ_EX of {_short(cls)}", expected="a class named by the file"
@@ -509,7 +609,10 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     def load_build(self) -> None:
         state = self.stack.pop()
         inst = self.stack[-1]
-        if isinstance(inst, (InertObject, NumpyArrayBuilder, NumpyDtypeBuilder)):
+        if isinstance(inst, InertObject):
+            self.calls.add(inst.__pthkit_class__.removesuffix("()"))  # BUILD calls __setstate__ / setattr
+            inst.__setstate__(state)
+        elif isinstance(inst, (NumpyArrayBuilder, NumpyDtypeBuilder)):
             inst.__setstate__(state)
         elif isinstance(inst, torch.Tensor):
             self.notes.append("tensor state in the file was ignored")
@@ -522,10 +625,14 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
 
 def unpickle(
-    stream: BinaryIO, storages: StorageProvider | None, *, nested: Callable[[bytes], Any] | None = None
+    stream: BinaryIO,
+    storages: StorageProvider | None,
+    *,
+    nested: Callable[[bytes], Any] | None = None,
+    scan: bool = False,
 ) -> tuple[Any, InertUnpickler]:
     """Unpickle one object inertly; every failure becomes :class:`CorruptCheckpointError`."""
-    up = InertUnpickler(stream, storages, nested=nested)
+    up = InertUnpickler(stream, storages, nested=nested, scan=scan)
     try:
         obj = up.load()
     except (CorruptCheckpointError, BudgetExceededError, UnsupportedFormatError):
@@ -542,8 +649,30 @@ def unpickle(
     return finalize(obj), up
 
 
+def run_machine(
+    stream: BinaryIO, storages: StorageProvider | None, *, nested: Callable[[bytes], Any] | None = None
+) -> tuple[Any, InertUnpickler, Exception | None]:
+    """The scanner's entry: run the same machine as :func:`unpickle` (scan mode), never raising on bad data.
+
+    Returns ``(object or None, unpickler, error or None)``: the unpickler's ``globals_seen`` / ``calls`` /
+    ``problems`` hold what the stream did up to where it stopped.
+    """
+    up = InertUnpickler(stream, storages, nested=nested, scan=True)
+    try:
+        return up.load(), up, None
+    except RecursionError:
+        return None, up, BudgetExceededError("pickle: received nesting too deep to read; expected a checkpoint.")
+    except MemoryError:
+        return None, up, BudgetExceededError("pickle: received data that would exhaust memory; expected a checkpoint.")
+    except Exception as err:  # noqa: BLE001 - whatever stops the machine is reported by the caller
+        return None, up, err
+
+
+MAX_NODES = 2_000_000  # containers walked when finalizing one read
+
+
 def finalize(obj: Any, depth: int = 0, _seen: dict[int, Any] | None = None) -> Any:
-    """Replace NumPy builders with arrays, everywhere (depth-limited; shared objects stay shared)."""
+    """Replace NumPy builders with arrays, everywhere (depth-limited, memoized by identity, node-budgeted)."""
     if depth > MAX_DEPTH:
         raise BudgetExceededError.build(
             "checkpoint structure", received=f"nesting deeper than {MAX_DEPTH} levels",
@@ -554,6 +683,11 @@ def finalize(obj: Any, depth: int = 0, _seen: dict[int, Any] | None = None) -> A
     seen = {} if _seen is None else _seen
     if id(obj) in seen:
         return seen[id(obj)]
+    if len(seen) > MAX_NODES:
+        raise BudgetExceededError.build(
+            "checkpoint structure", received=f"more than {MAX_NODES:,} containers",
+            expected="a checkpoint", hint="The file was crafted or is not a checkpoint.",
+        )
     if isinstance(obj, NumpyArrayBuilder):
         seen[id(obj)] = obj.array
         return obj.array
@@ -573,10 +707,12 @@ def finalize(obj: Any, depth: int = 0, _seen: dict[int, Any] | None = None) -> A
         out.extend(finalize(v, depth + 1, seen) for v in obj)
         return out
     if isinstance(obj, tuple):
+        seen[id(obj)] = obj  # provisional (a tuple cannot hold itself except through a list/dict, already memoized)
         out = tuple(finalize(v, depth + 1, seen) for v in obj)
         seen[id(obj)] = out
         return out
     if isinstance(obj, (set, frozenset)):
+        seen[id(obj)] = obj
         return obj
     if isinstance(obj, InertObject):
         seen[id(obj)] = obj

@@ -1,32 +1,19 @@
-"""Walk a pickle's opcodes with :func:`pickletools.genops` — nothing is ever executed — and list what it references.
+"""One pickle, walked by the inert reader's own machine (:func:`pthkit.checkpoint._inert.run_machine`) — never executed.
 
-Written by hand because no maintained library exposes this as an API (picklescan / modelscan are CLIs with their own
-policy); :mod:`pickletools` does the parsing, this module only tracks the strings a ``STACK_GLOBAL`` takes from the
-stack and checks ``FRAME`` declarations against where the opcodes really are.
+There is no second parser: the globals, calls and structural tricks reported here are exactly what the inert
+unpickler saw, with a real stack (POP, POP_MARK, DUP, MEMO, MARK, STACK_GLOBAL). The scan mode allocates no tensor
+data (storages are meta tensors) and hands every ``torch.storage._load_from_bytes`` payload to ``nested``.
+An opcode or construct the machine does not model stops it, which makes the file not "safe".
 """
 
 from __future__ import annotations
 
 import io
-import pickletools
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO, Callable
 
-from pthkit.checkpoint._policy import classify, normalize_global
-
-_STRING_OPS = frozenset(
-    {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
-)
-_PUSH_OPS_NON_STRING = frozenset(
-    {
-        "NONE", "NEWTRUE", "NEWFALSE", "INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT",
-        "BINFLOAT", "EMPTY_LIST", "EMPTY_DICT", "EMPTY_TUPLE", "EMPTY_SET", "BINBYTES", "SHORT_BINBYTES",
-        "BINBYTES8", "BYTEARRAY8", "TUPLE1", "TUPLE2", "TUPLE3", "TUPLE", "LIST", "DICT", "REDUCE", "NEWOBJ",
-        "NEWOBJ_EX", "OBJ", "INST", "BINPERSID", "PERSID", "FROZENSET", "GLOBAL", "STACK_GLOBAL", "EXT1", "EXT2",
-        "EXT4", "NEXT_BUFFER",
-    }
-)
-_CALL_OPS = frozenset({"REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ", "INST", "BUILD"})
+from pthkit.checkpoint._inert import StorageProvider, run_machine
+from pthkit.errors import CheckpointError
 
 
 @dataclass
@@ -34,12 +21,12 @@ class PickleScan:
     """Globals and suspicious constructs of one pickle stream."""
 
     globals: list[str] = field(default_factory=list)
-    called: set[str] = field(default_factory=set)  # non-data globals followed by a call opcode
+    called: set[str] = field(default_factory=set)  # globals the stream calls (REDUCE, NEWOBJ, INST, OBJ, BUILD)
     problems: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, detail, severity)
-    nested_zips: list[bytes] = field(default_factory=list)
     end: int = 0  # offset just past STOP
-    ops: int = 0
     error: str | None = None
+    error_kind: str = "unparseable"  # "integrity" when the machine refused lying sizes or records
+    value: Any = None  # the inert value (scan mode: meta tensors, placeholders)
 
 
 class BoundedReader(io.RawIOBase):
@@ -98,100 +85,34 @@ class BoundedReader(io.RawIOBase):
         return bytes(out)
 
 
-def scan_pickle(stream: BinaryIO, *, max_ops: int = 50_000_000) -> PickleScan:
-    """Walk one pickle from ``stream``'s current position up to and including its STOP opcode."""
-    result = PickleScan()
-    pushed: list[object] = []  # values pushed, strings kept, everything else None (enough for STACK_GLOBAL)
-    memo: dict[int, object] = {}
-    frame_end: int | None = None
-    pending_global: str | None = None
-    try:
-        for opcode, arg, pos in pickletools.genops(stream):
-            result.ops += 1
-            if result.ops > max_ops:
-                result.problems.append(("budget", f"more than {max_ops} pickle opcodes", "warning"))
-                result.error = "too many opcodes"
-                return result
-            name = opcode.name
-            if frame_end is not None and pos is not None and pos >= frame_end:
-                if pos != frame_end:
-                    result.problems.append(
-                        ("frame", f"an opcode straddles a FRAME boundary at byte {frame_end}", "danger")
-                    )
-                frame_end = None
-            if name == "FRAME":
-                frame_end = pos + 9 + int(arg)
-                continue
-            if name in _STRING_OPS:
-                pushed.append(arg)
-                if isinstance(arg, str) and arg.startswith("PK\x03\x04"):  # protocol-2 bytes: _codecs.encode(str)
-                    try:
-                        result.nested_zips.append(arg.encode("latin1"))
-                    except UnicodeEncodeError:
-                        pass
-            elif name in ("MEMOIZE",):
-                memo[len(memo)] = pushed[-1] if pushed else None
-            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                memo[int(arg)] = pushed[-1] if pushed else None
-            elif name in ("GET", "BINGET", "LONG_BINGET"):
-                pushed.append(memo.get(int(arg)))
-            elif name in ("GLOBAL", "INST"):
-                module, _, attr = str(arg).partition(" ")
-                pending_global = _note_global(result, normalize_global(module, attr))
-                pushed.append(None)
-                if name == "INST":
-                    _note_call(result, pending_global)
-            elif name == "STACK_GLOBAL":
-                module, attr = (pushed[-2], pushed[-1]) if len(pushed) >= 2 else (None, None)
-                if isinstance(module, str) and isinstance(attr, str):
-                    pending_global = _note_global(result, normalize_global(module, attr))
-                else:
-                    result.problems.append(
-                        ("stack-global", f"a STACK_GLOBAL at byte {pos} whose name is not a constant string", "danger")
-                    )
-                    pending_global = "<unresolved>"
-                pushed.append(None)
-            elif name in ("BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"):
-                if isinstance(arg, (bytes, bytearray)) and bytes(arg[:4]) == b"PK\x03\x04":
-                    result.nested_zips.append(bytes(arg))
-                pushed.append(None)
-            elif name in _PUSH_OPS_NON_STRING:
-                pushed.append(None)
-            if name in _CALL_OPS and pending_global is not None:
-                _note_call(result, pending_global)
-            if name == "STOP":
-                end = stream.tell()
-                result.end = end
-                if frame_end is not None and frame_end > end:
-                    result.problems.append(
-                        ("frame", f"a FRAME declares {frame_end - end} bytes past the pickle's STOP", "danger")
-                    )
-                if len(pushed) > 4096:
-                    del pushed[:-64]
-                return result
-            if len(pushed) > 1_000_000:
-                del pushed[:-64]
-    except (ValueError, EOFError, KeyError, IndexError, TypeError, OverflowError, MemoryError) as err:
+def scan_pickle(
+    stream: BinaryIO, storages: StorageProvider | None = None, *, nested: Callable[[bytes], Any] | None = None
+) -> PickleScan:
+    """Run the machine over one pickle from ``stream``'s current position up to and including its STOP opcode."""
+    start = stream.tell()
+    value, up, err = run_machine(stream, storages, nested=nested)
+    result = PickleScan(globals=list(up.globals_seen), called=set(up.calls), problems=list(up.problems), value=value)
+    result.end = stream.tell()
+    if err is None:
+        leftover = up.frame_leftover()
+        if leftover > 0:
+            result.problems.append(("frame", f"a FRAME holds {leftover:,} bytes past the pickle's STOP", "danger"))
+        elif leftover < 0:
+            result.problems.append(("frame", f"the pickle runs {-leftover:,} bytes past the end of its last FRAME", "danger"))
+    else:
         result.error = _describe(err)
-        result.end = stream.tell()
-        if frame_end is not None and frame_end > result.end:
-            result.problems.append(("frame", f"a FRAME declares bytes past the end of the data ({frame_end})", "danger"))
+        if isinstance(err, CheckpointError):
+            result.error_kind = "integrity"
+        if result.end <= start:
+            result.end = start
     return result
 
 
 def _describe(err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
-    return text[:200]
+    return f"{type(err).__name__}: {text[:200]}" if not text.startswith(type(err).__name__) else text[:200]
 
 
-def _note_global(result: PickleScan, qualified: str) -> str:
-    if qualified not in result.globals:
-        result.globals.append(qualified)
-    return qualified
-
-
-def _note_call(result: PickleScan, qualified: str | None) -> None:
-    if qualified is None:
-        return
-    if qualified == "<unresolved>" or classify(qualified) != "data":
-        result.called.add(qualified)
+def scan_bytes(data: bytes, storages: StorageProvider | None = None, *, nested: Callable[[bytes], Any] | None = None) -> PickleScan:
+    """:func:`scan_pickle` over in-memory bytes."""
+    return scan_pickle(io.BytesIO(data), storages, nested=nested)

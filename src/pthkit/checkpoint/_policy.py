@@ -17,6 +17,7 @@ Three classes of global:
 from __future__ import annotations
 
 import _compat_pickle
+import re
 from typing import Literal
 
 GlobalClass = Literal["data", "unknown", "dangerous"]
@@ -101,8 +102,33 @@ DANGEROUS_MODULES = frozenset(
         "numpy.testing", "numpy.f2py", "numpy.distutils", "numpy.load", "builtins.__import__", "zipfile",
         "tarfile", "glob", "fileinput", "ssl", "select", "selectors", "mmap", "resource", "fcntl", "termios",
         "nturl2path", "xmlrpc", "logging.config", "cgi", "imp", "yaml", "jinja2", "mako",
+        # can call, import or fetch attributes: allowlist-first means these are never "just a class"
+        "uuid", "pydoc", "functools", "copyreg", "copy_reg", "builtins", "__builtin__", "ctypes", "cffi",
+        "idlelib", "lib2to3", "pkg_resources", "importlib_metadata", "importlib_resources", "runpy", "doctest",
+        "unittest", "contextlib", "atexit", "weakref", "operator", "_operator", "_functools", "codecs",
+        "_posixsubprocess", "_winapi", "msvcrt", "winreg", "_ctypes", "posix", "nt", "pwd", "grp", "spwd",
+        "shelve", "dbm", "sqlite3", "email", "mailbox", "imaplib", "poplib", "nntplib", "socketserver", "wsgiref",
+        "xml", "html", "zipapp", "compileall", "py_compile", "dis", "tokenize", "ast", "symtable", "pickletools",
+        "copy", "builtins", "_io", "_sitebuiltins", "torch.distributed", "torch.multiprocessing", "torch.package",
+        "torch.fx", "torch._dynamo", "torch._inductor", "torch.library",
+        "torch.testing", "torch._ops", "torch.export", "torch.compiler", "torch.onnx", "numpy.ctypeslib",
+        "numpy.lib.format", "pandas.io", "scipy.io", "IPython", "ipykernel", "jupyter_client", "fabric", "paramiko",
     }
 )
+
+# Name parts (split on ".", "_" and camelCase, lower-cased) that mean "calls, imports, or fetches attributes".
+DANGEROUS_TOKENS = frozenset(
+    {
+        "getattr", "setattr", "delattr", "getattribute", "attrgetter", "itemgetter", "methodcaller", "locate",
+        "import", "importer", "eval", "exec", "execfile", "compile", "system", "popen", "spawn", "subprocess",
+        "shell", "command", "cmd", "call", "caller", "run", "runpath", "load", "loads", "unpickle", "partial",
+        "partialmethod", "apply", "invoke", "fork", "getoutput", "getstatusoutput", "open", "urlopen",
+        "urlretrieve", "socket", "connect", "remove", "unlink", "rmtree", "chmod", "chown", "kill", "pipe",
+        "pipepager", "pager", "globals", "locals", "vars", "builtins", "breakpoint", "settrace", "environ",
+        "putenv", "reload", "subclasses", "mro", "closure", "write",
+    }
+)
+_TOKEN_PREFIXES = ("exec", "spawn", "popen", "getattr", "setattr", "import", "system", "eval")
 
 # Single functions in otherwise harmless modules that load (and so run) other pickles or code.
 DANGEROUS_NAMES = frozenset(
@@ -110,7 +136,9 @@ DANGEROUS_NAMES = frozenset(
         "torch.load", "torch.jit.load", "torch.hub.load", "torch.package.PackageImporter", "torch.from_file",
         "numpy.load", "numpy.fromfile", "numpy.lib.npyio.load", "torch.classes", "torch._ops.ops", "torch.ops",
         "types.FunctionType", "types.LambdaType", "types.CodeType", "types.MethodType", "types.ModuleType",
-        "types.BuiltinFunctionType", "functools.reduce", "pathlib.Path.write_text", "pathlib.Path.write_bytes",
+        "types.BuiltinFunctionType", "types.new_class", "types.prepare_class", "types.coroutine",
+        "types.BuiltinMethodType", "types.MethodWrapperType", "types.WrapperDescriptorType", "types.FrameType",
+        "types.TracebackType", "types.GeneratorType", "types.CellType", "functools.reduce", "pathlib.Path.write_text", "pathlib.Path.write_bytes",
     }
 )
 
@@ -173,18 +201,45 @@ _DTYPES: dict | None = None
 _STORAGES: dict | None = None
 
 
+# Harmless types that appear in ordinary pickles (protocol 0/1 use ``copyreg._reconstructor(cls, object, None)``).
+_HARMLESS = frozenset({"builtins.object", "__builtin__.object"})
+_CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+
+
+def name_tokens(qualified: str) -> set[str]:
+    """Lower-cased words of a dotted name: ``uuid._get_command_stdout`` -> {uuid, get, command, stdout}."""
+    out: set[str] = set()
+    for part in re.split(r"[._\s]+", qualified):
+        if not part:
+            continue
+        out.add(part.lower())
+        out.update(w.lower() for w in _CAMEL.findall(part))
+    return out
+
+
 def classify(qualified: str) -> GlobalClass:
-    """Put one ``"module.name"`` global in its class (see the module docstring)."""
+    """Put one ``"module.name"`` global in its class (see the module docstring).
+
+    Allowlist first: only the data rebuilders are "data"; everything else is at best "unknown" (needs trust), and a
+    global that can call, import or fetch attributes (by module, by name, or by an attribute path) is "dangerous".
+    """
     if qualified in TORCH_DATA_GLOBALS or qualified in EXTRA_DATA_GLOBALS or _is_torch_dtype_or_storage(qualified):
         return "data"
+    if qualified in _HARMLESS:
+        return "unknown"
     module, name = split_global(qualified)
-    if module == "builtins" or module == "__builtin__":
-        return "dangerous" if name in DANGEROUS_BUILTINS or name.startswith("_") else "unknown"
+    if not module or not name or len(qualified) > 1024:
+        return "dangerous"  # not a plain "module.name": crafted
     parts = module.split(".")
     for i in range(1, len(parts) + 1):
         if ".".join(parts[:i]) in DANGEROUS_MODULES:
             return "dangerous"
     if qualified in DANGEROUS_MODULES or qualified in DANGEROUS_NAMES:
+        return "dangerous"
+    if any(p.startswith("__") and p.endswith("__") for p in qualified.split(".")[1:]):
+        return "dangerous"  # dunder attribute paths (``object.__subclasses__`` …) fetch attributes
+    tokens = name_tokens(name)
+    if tokens & DANGEROUS_TOKENS or any(t.startswith(_TOKEN_PREFIXES) for t in tokens):
         return "dangerous"
     return "unknown"
 

@@ -6,16 +6,18 @@ import json
 import os
 import pickletools
 import struct
+import tarfile
 import zipfile
 from pathlib import Path
 
+from pthkit.checkpoint._paths import check_input, read_small
 from pthkit.checkpoint.types import CheckpointFormat
-from pthkit.errors import CorruptCheckpointError, InputNotFoundError, UnsupportedFormatError
+from pthkit.errors import CorruptCheckpointError, UnsupportedFormatError
 
 # torch.save's legacy (pre-1.6) format starts with a pickled magic number.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PICKLED = b"\x8a\x0a" + LEGACY_MAGIC.to_bytes(10, "little")
-INDEX_LIMIT = 64 * 1024 * 1024
+INDEX_LIMIT = 16 * 1024 * 1024  # a shard index of the largest public models is a few MB
 
 _SIGNATURES: list[tuple[bytes, str]] = [
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
@@ -52,11 +54,9 @@ def detect_format(path: str | os.PathLike) -> CheckpointFormat:
     Lightning ``.ckpt`` and Hugging Face ``pytorch_model.bin`` are ``"zip"``.
     """
     p = Path(path)
-    if p.is_dir():
+    kind, size = check_input(p)
+    if kind == "dir":
         return "sharded"
-    if not p.exists():
-        raise InputNotFoundError.build("weights file", received=f"{p} (no such file)", expected="an existing file or folder")
-    size = p.stat().st_size
     if size == 0:
         raise CorruptCheckpointError.build(
             f"weights file {p.name}", received="an empty file (0 bytes)", expected="a weights file",
@@ -66,6 +66,11 @@ def detect_format(path: str | os.PathLike) -> CheckpointFormat:
         head = f.read(512)
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return _zip_kind(p)
+    if is_tar_header(head):  # torch.load tries its pre-0.4 tar format before anything else but zip
+        raise _unsupported(
+            p, "a tar archive (torch.save wrote tar files before PyTorch 0.4; torch.load would read it as one)",
+            "Run `pthkit scan` on it; re-save it with torch.save from a PyTorch version that reads it, if you trust it.",
+        )
     if head[:1] == b"\x80" and head[2:14] == _LEGACY_PICKLED:
         return "legacy"
     if len(head) >= 9 and _looks_like_safetensors(head):
@@ -75,7 +80,7 @@ def detect_format(path: str | os.PathLike) -> CheckpointFormat:
     for sig, what in _SIGNATURES:
         if head.startswith(sig):
             raise _unsupported(p, what)
-    if head[257:262] == b"ustar":
+    if head[257:262] == b"ustar":  # a tar header with a bad checksum: torch would not read it as tar either
         raise _unsupported(
             p, "a tar archive (torch.save wrote tar files before PyTorch 0.4)",
             "Re-save it with torch.save from a PyTorch version that reads it.",
@@ -100,6 +105,21 @@ def detect_format(path: str | os.PathLike) -> CheckpointFormat:
         first = head.decode("utf-8", "replace").splitlines()[0][:40] if head.strip() else ""
         raise _unsupported(p, f"a text file starting with {first!r}")
     raise _unsupported(p, f"unknown binary content starting with {head[:8].hex()}")
+
+
+def is_tar_header(head: bytes) -> bool:
+    """Whether the first 512 bytes form a tar header that :mod:`tarfile` accepts (checksum included).
+
+    ``torch.load`` opens every real file at offset 0 with ``tarfile.open(mode="r:")`` first; when that succeeds it
+    takes the legacy tar path and unpickles the archive's members, whatever else the file looks like.
+    """
+    if len(head) < 512:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(head[:512], tarfile.ENCODING, "surrogateescape")
+    except (tarfile.HeaderError, ValueError, UnicodeError, OverflowError):
+        return False
+    return True
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -138,7 +158,7 @@ def _json_kind(p: Path, size: int) -> CheckpointFormat:
     if size > INDEX_LIMIT:
         raise _unsupported(p, f"a {size:,}-byte JSON/text file")
     try:
-        doc = json.loads(p.read_text(encoding="utf-8"))
+        doc = json.loads(read_small(p, what="shard index", limit=INDEX_LIMIT).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         raise _unsupported(p, "a text file that is not valid JSON") from err
     if isinstance(doc, dict) and isinstance(doc.get("weight_map"), dict):

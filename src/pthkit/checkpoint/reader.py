@@ -30,9 +30,16 @@ from pthkit.checkpoint._formats import RawRead, open_legacy, read_raw_pickle, re
 from pthkit.checkpoint._policy import classify, torch_weights_only_accepts
 from pthkit.checkpoint._safetensors import read_tensors
 from pthkit.checkpoint._zip import ZipArchive
-from pthkit.checkpoint.detect import detect_format
+from pthkit.checkpoint._paths import check_input, read_small
+from pthkit.checkpoint.detect import INDEX_LIMIT, detect_format
 from pthkit.checkpoint.types import Checkpoint, Finding, Verdict
-from pthkit.errors import CheckpointError, CorruptCheckpointError, InputNotFoundError, UnsupportedFormatError
+from pthkit.errors import (
+    CheckpointError,
+    CorruptCheckpointError,
+    InputNotFoundError,
+    NoTensorDataError,
+    UnsupportedFormatError,
+)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".pkl")
 _SELECTS = ("auto", "raw", "ema")
@@ -45,6 +52,7 @@ def read_checkpoint(
     mmap: bool = True,
     select: str = "auto",
     strip_prefix: bool = True,
+    allow_meta: bool = False,
 ) -> Checkpoint:
     """Read the model weights (and everything else) a file holds. No code from the file runs unless ``trust``.
 
@@ -55,22 +63,42 @@ def read_checkpoint(
         mmap: memory-map tensor data where the format allows (the default); ``False`` copies tensors into memory.
         select: ``"auto"`` (raw weights, EMA only when alone), ``"raw"`` or ``"ema"``.
         strip_prefix: remove ``module.``/``model.``/``_orig_mod.``/shared prefixes (each recorded and reported).
+        allow_meta: return weights saved on the ``meta`` device (shapes, no data) instead of raising
+            :class:`~pthkit.errors.NoTensorDataError` (``inspect`` shows their shapes; loading them is impossible).
 
     Raises:
-        InputNotFoundError, UnsupportedFormatError, CorruptCheckpointError, BudgetExceededError, CheckpointError.
+        InputNotFoundError, UnsupportedFormatError, CorruptCheckpointError, BudgetExceededError, NoTensorDataError,
+        CheckpointError.
     """
     if select not in _SELECTS:
         raise CheckpointError.build("select", received=repr(select), expected=" / ".join(_SELECTS))
     p = Path(path)
-    fmt = detect_format(p)
+    fmt = detect_format(p)  # checks the path first: FIFOs, devices, too-long names are typed errors
     if fmt == "sharded":
-        return _read_sharded(p, trust=trust, mmap=mmap, select=select, strip_prefix=strip_prefix)
-    if fmt == "safetensors":
+        ckpt = _read_sharded(p, trust=trust, mmap=mmap, select=select, strip_prefix=strip_prefix)
+    elif fmt == "safetensors":
         tensors, metadata = read_tensors(p, mmap=mmap)
         ckpt = Checkpoint(path=p, format="safetensors", file_size=p.stat().st_size, tensors=tensors, metadata=metadata)
-        return _finish(ckpt, strip_prefix)
-    raw, findings, verdict = _read_pickled(p, fmt, trust=trust, mmap=mmap)
-    return _from_object(p, fmt, raw, findings, verdict, select=select, strip_prefix=strip_prefix)
+        ckpt = _finish(ckpt, strip_prefix)
+    else:
+        raw, findings, verdict = _read_pickled(p, fmt, trust=trust, mmap=mmap)
+        ckpt = _from_object(p, fmt, raw, findings, verdict, select=select, strip_prefix=strip_prefix)
+    return _check_meta(ckpt, allow_meta)
+
+
+def _check_meta(ckpt: Checkpoint, allow_meta: bool) -> Checkpoint:
+    """Weights on the ``meta`` device have shapes but no values: a finding, and an error unless ``allow_meta``."""
+    meta = [k for k, t in ckpt.tensors.items() if t.device.type == "meta"]
+    if not meta:
+        return ckpt
+    detail = f"{len(meta)} of {len(ckpt.tensors)} tensors were saved on the meta device: the file has shapes but no data"
+    if not allow_meta:
+        raise NoTensorDataError.build(
+            f"weights file {ckpt.path.name}", received=f"{detail} (e.g. {meta[0]!r})", expected="tensors with values",
+            hint="Save the weights from a model whose parameters were materialized (not on device='meta').",
+        )
+    ckpt.findings.append(Finding("meta", detail, "warning"))
+    return ckpt
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -101,7 +129,7 @@ def _read_pickled(p: Path, fmt: str, *, trust: bool, mmap: bool) -> tuple[RawRea
         raw.globals = scan_file(p, max_bytes=0).globals  # what torch.load saw, from the opcodes
     verdict = _verdict(raw.globals, torchscript=fmt == "torchscript")
     if raw.trailing:
-        findings.append(Finding("trailing-data", f"{raw.trailing} bytes after the pickle's end were not read (scan them)", "warning"))
+        findings.append(Finding("trailing-data", f"{raw.trailing:,} bytes after the data torch.load reads (scan them)", "warning"))
         verdict = "needs-trust" if verdict == "safe" else verdict
     findings.extend(_global_findings(raw.globals))
     findings.extend(Finding("note", n, "info") for n in dict.fromkeys(raw.notes))
@@ -251,11 +279,13 @@ def _read_sharded(p: Path, *, trust: bool, mmap: bool, select: str, strip_prefix
     if p.is_dir():
         index = _find_index(p)
         if index is None:
-            return read_checkpoint(single_weights_file(p), trust=trust, mmap=mmap, select=select, strip_prefix=strip_prefix)
+            return read_checkpoint(
+                single_weights_file(p), trust=trust, mmap=mmap, select=select, strip_prefix=strip_prefix, allow_meta=True
+            )
     else:
         index = p
     try:
-        doc = json.loads(index.read_text(encoding="utf-8"))
+        doc = json.loads(read_small(index, what="shard index", limit=INDEX_LIMIT).decode("utf-8"))
         weight_map = doc["weight_map"]
         if not isinstance(weight_map, dict) or not all(isinstance(k, str) for k in weight_map):
             raise TypeError("weight_map is not a map of names")
@@ -275,14 +305,16 @@ def _read_sharded(p: Path, *, trust: bool, mmap: bool, select: str, strip_prefix
     size = index.stat().st_size
     for shard, keys in shards.items():
         shard_path = folder / shard
-        if not shard_path.is_file():
+        try:
+            check_input(shard_path, what="shard", allow_dir=False)  # FIFOs, devices: typed errors before opening
+        except InputNotFoundError as err:
             raise CorruptCheckpointError.build(
                 f"sharded checkpoint {index.name}", received=f"an index naming {shard}, which is missing",
                 expected="every shard next to the index", hint="Download the missing shard.",
-            )
+            ) from err
         if detect_format(shard_path) == "sharded":
             raise UnsupportedFormatError.build("shard", received=f"{shard} is itself an index", expected="a weights file")
-        part = read_checkpoint(shard_path, trust=trust, mmap=mmap, select=select, strip_prefix=False)
+        part = read_checkpoint(shard_path, trust=trust, mmap=mmap, select=select, strip_prefix=False, allow_meta=True)
         size += part.file_size
         verdicts.append(part.verdict)
         classes.extend(c for c in part.classes if c not in classes)
