@@ -300,7 +300,7 @@ def _classifier_modules(sig: Signature) -> tuple[str, ...]:
         from timm.models import get_pretrained_cfg
 
         cfg = get_pretrained_cfg(sig.name.split(":", 1)[1])
-    except Exception:  # unknown to timm's registry: nothing to add
+    except Exception:  # noqa: BLE001 - unknown to timm's registry: nothing to add
         return ()
     classifier = getattr(cfg, "classifier", None)
     if not classifier:

@@ -12,7 +12,8 @@ import fnmatch
 import functools
 import threading
 import warnings
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pthkit.architectures.types import Architecture
 from pthkit.architectures.user_code import is_user_spec, load_user_callable
@@ -25,12 +26,12 @@ from pthkit.errors import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
-    "Registry",
     "REGISTRY",
-    "list_architectures",
-    "get_architecture",
-    "register_architecture",
+    "Registry",
     "build_model",
+    "get_architecture",
+    "list_architectures",
+    "register_architecture",
 ]
 
 ENTRY_POINT_GROUP = "pthkit.architectures"
@@ -39,7 +40,7 @@ ENTRY_POINT_GROUP = "pthkit.architectures"
 def _torchvision_builder(name: str, **kwargs: Any) -> Any:
     import inspect
 
-    from torchvision import models
+    from torchvision import models  # type: ignore[import-untyped]
 
     builder = models.get_model_builder(name)
     params = inspect.signature(builder).parameters
@@ -118,7 +119,7 @@ class Registry:
                 returned = hook(self)
                 for arch in returned or ():
                     self.register(arch)
-            except Exception as exc:  # a broken plugin must not break pthkit; it is reported, not hidden
+            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break pthkit; it is reported, not hidden
                 self.entry_point_errors[ep.name] = f"{type(exc).__name__}: {exc}"
                 warnings.warn(
                     f"pthkit: entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r} failed: {exc}",

@@ -14,7 +14,7 @@ from pthkit.architectures.types import Architecture
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["HeadOption", "Signature", "compute_signature", "signature_from_module", "NBT", "HEAD_OPTIONS"]
+__all__ = ["HEAD_OPTIONS", "NBT", "HeadOption", "Signature", "compute_signature", "signature_from_module"]
 
 NBT = "num_batches_tracked"
 Shape = tuple[int, ...]
@@ -41,7 +41,7 @@ class HeadOption:
         return {"kw": self.kwarg, "d": self.default, "k": list(self.keys), "s": [list(s) for s in self.shapes]}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "HeadOption":
+    def from_json(cls, data: dict[str, Any]) -> HeadOption:
         return cls(kwarg=str(data["kw"]), default=bool(data["d"]), keys=tuple(data["k"]),
                    shapes=tuple(tuple(s) for s in data["s"]))
 
@@ -93,7 +93,7 @@ class Signature:
         return data
 
     @classmethod
-    def from_json(cls, name: str, data: dict[str, Any]) -> "Signature":
+    def from_json(cls, name: str, data: dict[str, Any]) -> Signature:
         return cls(
             name=name, keys=list(data["k"]), shapes=[tuple(s) for s in data["s"]],
             head=tuple(data.get("head", ())), num_classes=data.get("num_classes"), stem=data.get("stem"),
@@ -108,7 +108,7 @@ def _keys_under(keys: list[str], module: str) -> list[str]:
     return [k for k in keys if k.startswith(module + ".")] if module else []
 
 
-def _head_keys(model: "nn.Module", keys: list[str], source: str) -> tuple[str, ...]:
+def _head_keys(model: nn.Module, keys: list[str], source: str) -> tuple[str, ...]:
     from torch import nn
 
     cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -120,8 +120,8 @@ def _head_keys(model: "nn.Module", keys: list[str], source: str) -> tuple[str, .
             return tuple(head)
     if source == "timm" and hasattr(model, "get_classifier"):
         try:
-            clf = model.get_classifier()
-        except Exception:  # some timm models have no single classifier module
+            clf = model.get_classifier()  # type: ignore[operator]
+        except Exception:  # noqa: BLE001 - some timm models have no single classifier module
             clf = None
         if isinstance(clf, nn.Module):
             for name, module in model.named_modules():
@@ -142,7 +142,7 @@ def _head_keys(model: "nn.Module", keys: list[str], source: str) -> tuple[str, .
     return tuple(k for n in names for k in _keys_under(keys, n))
 
 
-def signature_from_module(name: str, model: "nn.Module", source: str = "user") -> Signature:
+def signature_from_module(name: str, model: nn.Module, source: str = "user") -> Signature:
     """The signature of an already built module (any device, meta included)."""
     state = model.state_dict(keep_vars=True)
     keys = list(state)
@@ -193,7 +193,7 @@ def _is_torchvision_classifier(name: str) -> bool:
     if not name.startswith("torchvision:"):
         return False
     if _TV_CLASSIFIERS is None:
-        from torchvision import models
+        from torchvision import models  # type: ignore[import-untyped]
 
         _TV_CLASSIFIERS = set(models.list_models(module=models))
         for sub in ("quantization", "video"):  # also classifiers: a Linear head sized num_classes
@@ -207,7 +207,7 @@ _SHAPE_CHANGING = frozenset({"resize_", "resize_as_", "set_", "as_strided_", "sq
                              "transpose_", "swapaxes_", "swapdims_"})
 
 
-def _SkipInitOnMeta():  # noqa: N802 - a context manager factory, named like the class it returns
+def _SkipInitOnMeta():
     """A dispatch mode that skips in-place ops (weight init: ``normal_``, ``trunc_normal_``'s ``erfinv_`` …) on meta
     tensors. They cannot change shapes, yet their Python meta kernels are ~half the cost of a meta build."""
     import torch
@@ -224,17 +224,17 @@ def _SkipInitOnMeta():  # noqa: N802 - a context manager factory, named like the
     return SkipInitOnMeta()
 
 
-def _build(arch: Architecture, kwargs: dict[str, Any]) -> "nn.Module":
+def _build(arch: Architecture, kwargs: dict[str, Any]) -> nn.Module:
     import torch
 
     try:
         with torch.device("meta"), _SkipInitOnMeta():
             return arch.build(**kwargs)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a model that computes values at init: build it for real
         return arch.build(**kwargs)
 
 
-def _accepted_options(arch: Architecture, model: "nn.Module") -> list[str]:
+def _accepted_options(arch: Architecture, model: nn.Module) -> list[str]:
     """Which of :data:`HEAD_OPTIONS` the builder or the model class takes as a named parameter."""
     import inspect
 
@@ -255,7 +255,7 @@ def _accepted_options(arch: Architecture, model: "nn.Module") -> list[str]:
     return [o for o in HEAD_OPTIONS if o in params]
 
 
-def _head_options(arch: Architecture, model: "nn.Module", keys: list[str], kwargs: dict[str, Any]) -> tuple[HeadOption, ...]:
+def _head_options(arch: Architecture, model: nn.Module, keys: list[str], kwargs: dict[str, Any]) -> tuple[HeadOption, ...]:
     """Build with each boolean head option on and off; the keys only one of them has belong to the option."""
     out = []
     for option in _accepted_options(arch, model):
@@ -264,7 +264,7 @@ def _head_options(arch: Architecture, model: "nn.Module", keys: list[str], kwarg
         try:
             on = _build(arch, {**kwargs, option: True}).state_dict(keep_vars=True)
             off = _build(arch, {**kwargs, option: False}).state_dict(keep_vars=True)
-        except Exception:  # the option exists but this configuration refuses it: nothing to infer
+        except Exception:  # noqa: BLE001, S112 - the option exists but this configuration refuses it: nothing to infer
             continue
         extra = [k for k in on if k not in off]
         if not extra or any(k not in on for k in off):
