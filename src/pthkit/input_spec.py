@@ -148,10 +148,8 @@ _FIRST_LAYERS = (nn.Linear, nn.Embedding, nn.EmbeddingBag, *_CONVS, *_RNNS)
 
 def _first_layer(module: nn.Module) -> tuple[str, nn.Module] | None:
     """The first input-consuming layer in registration order (the order ``__init__`` built them in)."""
-    if isinstance(module, _FIRST_LAYERS):
-        return "", module
-    for name, sub in module.named_modules():
-        if name and isinstance(sub, _FIRST_LAYERS):
+    for name, sub in module.named_modules():  # the model itself first (name "")
+        if isinstance(sub, _FIRST_LAYERS):
             return name, sub
     return None
 
