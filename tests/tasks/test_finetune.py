@@ -188,15 +188,28 @@ def test_resume_after_kill_9_mid_epoch_matches_an_uninterrupted_run(tmp_path, se
 
 @pytest.mark.timeout(180)
 def test_ddp_two_cpu_processes_train_and_only_rank0_writes(tmp_path, setup_data):
+    """The multi-node command line (two torchrun agents, --nnodes 2, c10d rendezvous at --rdzv-endpoint), as two
+    "nodes" on localhost with one gloo process each."""
+    import socket
+
     weights, data = setup_data
     out = tmp_path / "ddp"
-    env = {**SUB_ENV, "GLOO_SOCKET_IFNAME": "lo", "MASTER_ADDR": "127.0.0.1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**SUB_ENV, "GLOO_SOCKET_IFNAME": "lo"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "pthkit-test",
            "-m", "pthkit.cli.train_cmds", "finetune", str(weights), str(data), "--out", str(out), "--arch", TINY_ARCH,
            "--epochs", "2", "--batch-size", "8", "--size", "32", "--workers", "0", "--json"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=150)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout)  # printed once, by rank 0
+    nodes = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [node.communicate(timeout=150) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    printed = [stdout for stdout, _ in outputs if stdout.strip()]
+    assert len(printed) == 1  # printed once, by rank 0 (on whichever node the rendezvous made rank 0)
+    result = json.loads(printed[0])
     assert result["world_size"] == 2 and result["epochs_run"] == 2
     first = result["history"][0]
     # 9 images per rank in batches of 4: 4 + 4 (+ a batch of 1 dropped: BatchNorm cannot train on it)
