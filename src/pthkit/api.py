@@ -92,8 +92,10 @@ def open(
         raise InputNotFoundError.build("model", received=f"{path} (not found)",
                                        expected="a weights file, a bundle folder, a Hugging Face folder or an export",
                                        hint="Check the path.")
-    from pthkit.bundle import is_bundle
+    from pthkit.bundle import CONFIG_NAME, is_bundle
 
+    if path.is_dir() and (path / CONFIG_NAME).exists():
+        read_json_config(path / CONFIG_NAME)  # a broken config is an error here, never a reason to guess
     if is_bundle(path):
         return _open_bundle(path, opts)
     from pthkit.hf import is_hf_folder, open_hf
