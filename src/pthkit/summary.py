@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from pthkit.cli._safe_text import safe_text
+
 if TYPE_CHECKING:
     import torch
 
@@ -253,7 +255,8 @@ class Summary:
         ]
         for depth, node in self.tree.iter_lines():
             lines.append("  " * depth + f"{node.label()}  {node.describe_tensors()}".rstrip())
-        return "\n".join(lines)
+        # Names come from the file: terminal control characters are shown escaped, never sent to the terminal.
+        return "\n".join(safe_text(line, newlines=False) for line in lines)
 
     __str__ = describe
 

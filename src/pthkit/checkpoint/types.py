@@ -99,6 +99,8 @@ class ScanReport:
         }
 
     def __str__(self) -> str:
+        from pthkit.cli._safe_text import safe_text  # details quote the file: never send its control characters raw
+
         lines = [f"{self.path}: {self.verdict} ({self.format})"]
         lines += [f"  [{f.severity}] {f.kind}: {f.detail}" for f in self.findings if f.severity != "info"]
-        return "\n".join(lines)
+        return "\n".join(safe_text(line, newlines=False) for line in lines)

@@ -22,10 +22,12 @@ import torch
 
 from pthkit.checkpoint._inert import InertObject
 from pthkit.checkpoint.types import Finding
-from pthkit.errors import CheckpointError
+from pthkit.errors import BudgetExceededError, CheckpointError
 
 Select = Literal["auto", "raw", "ema"]
 MAX_SEARCH_DEPTH = 6
+MAX_NODES = 200_000  # containers one walk may visit
+MAX_PLAIN = 20_000  # values one to_plain / entries_besides call may produce
 KNOWN_PREFIXES = ("module.", "model.", "_orig_mod.")
 MODEL_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "params", "weights", "teacher", "student")
 _OPTIMIZER_KEYS = re.compile(r"optim|scheduler|scaler|lr_sched", re.IGNORECASE)
@@ -65,11 +67,35 @@ def is_module_object(obj: Any) -> bool:
     return obj.pthkit_class.startswith("__torch__.") and isinstance(state, dict)
 
 
-def flatten_module(obj: InertObject, prefix: str = "", out: dict[str, torch.Tensor] | None = None, depth: int = 0) -> dict[str, torch.Tensor]:
-    """A pickled ``nn.Module`` placeholder as ``state_dict()`` would give it (dotted keys, persistent buffers)."""
+class _Budget:
+    """How many more containers one walk may visit: every walk over file data is bounded (shared-container bombs)."""
+
+    def __init__(self, nodes: int) -> None:
+        self.left = nodes
+
+    def spend(self) -> bool:
+        self.left -= 1
+        return self.left >= 0
+
+
+def flatten_module(
+    obj: InertObject, prefix: str = "", out: dict[str, torch.Tensor] | None = None, depth: int = 0,
+    _budget: _Budget | None = None,
+) -> dict[str, torch.Tensor]:
+    """A pickled ``nn.Module`` placeholder as ``state_dict()`` would give it (dotted keys, persistent buffers).
+
+    A module shared under several names appears under each (as in ``state_dict()``), within a node budget: a file
+    that shares modules to explode the walk is refused with :class:`BudgetExceededError`.
+    """
     out = {} if out is None else out
+    budget = _Budget(MAX_NODES) if _budget is None else _budget
     if depth > 100:
         return out
+    if not budget.spend() or len(out) > MAX_NODES:
+        raise BudgetExceededError.build(
+            "pickled module", received=f"more than {MAX_NODES:,} submodules or tensors (shared modules nested to explode)",
+            expected="a model", hint="The file was crafted.",
+        )
     state = obj.pthkit_state if isinstance(obj.pthkit_state, dict) else {}
     if "_parameters" in state or "_modules" in state:
         skip = state.get("_non_persistent_buffers_set") or set()
@@ -79,13 +105,13 @@ def flatten_module(obj: InertObject, prefix: str = "", out: dict[str, torch.Tens
                     out[prefix + str(name)] = t
         for name, child in _items(state.get("_modules")):
             if isinstance(child, InertObject):
-                flatten_module(child, f"{prefix}{name}.", out, depth + 1)
+                flatten_module(child, f"{prefix}{name}.", out, depth + 1, budget)
     else:  # TorchScript object: attributes are the parameters, buffers and submodules
         for name, value in state.items():
             if isinstance(value, torch.Tensor):
                 out[prefix + str(name)] = value
             elif isinstance(value, InertObject) and is_module_object(value):
-                flatten_module(value, f"{prefix}{name}.", out, depth + 1)
+                flatten_module(value, f"{prefix}{name}.", out, depth + 1, budget)
     return out
 
 
@@ -115,11 +141,18 @@ def _is_optimizer_state(obj: Any) -> bool:
 
 
 def find_candidates(obj: Any) -> list[Candidate]:
+    """Every dict of tensors / pickled module in ``obj`` (each container visited once, by identity; node-budgeted)."""
     found: list[Candidate] = []
+    visited: set[int] = set()
+    budget = _Budget(MAX_NODES)
 
     def visit(value: Any, path: list[str], depth: int) -> None:
         if depth > MAX_SEARCH_DEPTH:
             return
+        if isinstance(value, (dict, InertObject)):
+            if id(value) in visited or not budget.spend():
+                return
+            visited.add(id(value))
         if is_module_object(value):
             tensors = flatten_module(value)
             if tensors:
@@ -243,9 +276,14 @@ def summarize_optimizer(obj: dict) -> dict[str, Any]:
     return out
 
 
-def to_plain(obj: Any, depth: int = 0) -> Any:
-    """JSON-ready data: tensors/arrays summarized, inert objects as ``{"__class__": …, fields}``."""
-    if depth > 20:
+def to_plain(obj: Any, depth: int = 0, _budget: _Budget | None = None) -> Any:
+    """JSON-ready data: tensors/arrays summarized, inert objects as ``{"__class__": …, fields}``.
+
+    Bounded: at most :data:`MAX_PLAIN` values are produced per call (then ``"…"``), so shared containers nested to
+    explode (a dict whose values are all the same dict, six deep) cost the budget, not their expanded size.
+    """
+    budget = _Budget(MAX_PLAIN) if _budget is None else _budget
+    if depth > 20 or not budget.spend():
         return "…"
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
@@ -254,35 +292,35 @@ def to_plain(obj: Any, depth: int = 0) -> Any:
     if isinstance(obj, bytes):
         return f"<{len(obj)} bytes>"
     if isinstance(obj, torch.Tensor):
-        if obj.numel() == 1 and obj.device.type != "meta":
-            return to_plain(obj.item())
+        if obj.numel() == 1 and obj.device.type != "meta" and obj.layout == torch.strided:
+            return to_plain(obj.item(), depth, budget)
         return {"type": "tensor", "shape": list(obj.shape), "dtype": str(obj.dtype).removeprefix("torch.")}
     if isinstance(obj, np.ndarray):
         if obj.size <= 16 and obj.dtype.kind in "biuf":
-            return to_plain(obj.tolist(), depth + 1)
+            return to_plain(obj.tolist(), depth + 1, budget)
         return {"type": "ndarray", "shape": list(obj.shape), "dtype": str(obj.dtype)}
     if isinstance(obj, np.generic):
-        return to_plain(obj.item(), depth + 1)
+        return to_plain(obj.item(), depth + 1, budget)
     if isinstance(obj, (torch.dtype, torch.device, np.dtype)):
         return str(obj)
     if isinstance(obj, dict):
         if _is_optimizer_state(obj):
             return summarize_optimizer(obj)
         items = list(obj.items())
-        out = {str(k): to_plain(v, depth + 1) for k, v in items[:200]}
+        out = {str(k): to_plain(v, depth + 1, budget) for k, v in items[:200]}
         if len(items) > 200:
             out["…"] = f"{len(items) - 200} more"
         return out
     if isinstance(obj, (list, tuple, set, frozenset)):
         seq = list(obj)
-        if seq and all(isinstance(v, torch.Tensor) for v in seq) and len(seq) > 8:
+        if seq and len(seq) > 8 and all(isinstance(v, torch.Tensor) for v in seq):
             return {"type": "tensor list", "count": len(seq)}
-        out_l = [to_plain(v, depth + 1) for v in seq[:100]]
+        out_l = [to_plain(v, depth + 1, budget) for v in seq[:100]]
         if len(seq) > 100:
             out_l.append(f"… {len(seq) - 100} more")
         return out_l
     if isinstance(obj, InertObject) and obj.pthkit_class.startswith("omegaconf.") and isinstance(obj.pthkit_state, dict):
-        return _omegaconf_plain(obj, depth)
+        return _omegaconf_plain(obj, depth, budget)
     if isinstance(obj, InertObject):
         out_d: dict[str, Any] = {"__class__": obj.pthkit_class}
         if is_module_object(obj):
@@ -290,34 +328,39 @@ def to_plain(obj: Any, depth: int = 0) -> Any:
             return out_d
         state = obj.pthkit_state
         if isinstance(state, dict):
-            out_d.update({str(k): to_plain(v, depth + 1) for k, v in list(state.items())[:200]})
+            out_d.update({str(k): to_plain(v, depth + 1, budget) for k, v in list(state.items())[:200]})
         elif state is not None:
-            out_d["state"] = to_plain(state, depth + 1)
+            out_d["state"] = to_plain(state, depth + 1, budget)
         if obj.pthkit_args:
-            out_d["args"] = to_plain(list(obj.pthkit_args), depth + 1)
+            out_d["args"] = to_plain(list(obj.pthkit_args), depth + 1, budget)
         if obj.pthkit_items:
-            out_d["items"] = to_plain(obj.pthkit_items, depth + 1)
+            out_d["items"] = to_plain(obj.pthkit_items, depth + 1, budget)
         for k, v in list(obj.pthkit_setitems.items())[:200]:  # dict subclasses (e.g. Lightning's AttributeDict)
-            out_d.setdefault(str(k), to_plain(v, depth + 1))
+            out_d.setdefault(str(k), to_plain(v, depth + 1, budget))
         return out_d
     return str(obj)[:200]
 
 
-def _omegaconf_plain(obj: InertObject, depth: int) -> Any:
+def _omegaconf_plain(obj: InertObject, depth: int, budget: _Budget) -> Any:
     """omegaconf ``DictConfig``/``ListConfig``/value nodes (pickled as their ``__dict__``) as the plain config."""
     state = obj.pthkit_state
     if "_content" in state:
         content = state["_content"]
         if isinstance(content, dict):
-            return {str(k): to_plain(v, depth + 1) for k, v in content.items()}
-        return to_plain(content, depth + 1)
+            return {str(k): to_plain(v, depth + 1, budget) for k, v in list(content.items())[:200]}
+        return to_plain(content, depth + 1, budget)
     if "_val" in state:
-        return to_plain(state["_val"], depth + 1)
+        return to_plain(state["_val"], depth + 1, budget)
     return {"__class__": obj.pthkit_class}
 
 
-def entries_besides(obj: Any, exclude: set[int], path: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Every entry of the container except the weight candidates (``exclude`` holds their ``id()``)."""
+def entries_besides(
+    obj: Any, exclude: set[int], path: tuple[str, ...] = (), _budget: _Budget | None = None,
+    _memo: dict[int, bool] | None = None,
+) -> dict[str, Any]:
+    """Every entry of the container except the weight candidates (``exclude`` holds their ``id()``); node-budgeted."""
+    budget = _Budget(MAX_PLAIN) if _budget is None else _budget
+    memo: dict[int, bool] = {} if _memo is None else _memo
     out: dict[str, Any] = {}
     if isinstance(obj, dict):
         items = list(obj.items())
@@ -327,32 +370,42 @@ def entries_besides(obj: Any, exclude: set[int], path: tuple[str, ...] = ()) -> 
     else:
         return out
     if id(obj) in exclude:  # the weights dict itself: keep only its non-tensor entries
-        out.update({str(k): to_plain(v) for k, v in items if not isinstance(v, torch.Tensor)})
+        out.update({str(k): to_plain(v, 0, budget) for k, v in items if not isinstance(v, torch.Tensor)})
         return out
     for k, v in items:
+        if budget.left <= 0:
+            out["…"] = "more entries (walk budget reached)"
+            break
         key = str(k)
         if id(v) in exclude:
             continue
-        holds_candidate = _contains(v, exclude, 0)
-        if holds_candidate and isinstance(v, (dict, InertObject)):
-            inner = entries_besides(v, exclude, (*path, key))
+        holds_candidate = _contains(v, exclude, 0, memo)
+        if holds_candidate and isinstance(v, (dict, InertObject)) and len(path) < MAX_SEARCH_DEPTH:
+            inner = entries_besides(v, exclude, (*path, key), budget, memo)
             if inner:
                 out[key] = inner
         else:
-            out[key] = to_plain(v)
+            out[key] = to_plain(v, 0, budget)
     return out
 
 
-def _contains(value: Any, ids: set[int], depth: int) -> bool:
+def _contains(value: Any, ids: set[int], depth: int, memo: dict[int, bool] | None = None) -> bool:
+    """Whether ``value`` holds one of ``ids`` (memoized by identity: shared containers are looked into once)."""
     if depth > MAX_SEARCH_DEPTH:
         return False
     if id(value) in ids:
         return True
-    if isinstance(value, dict):
-        return any(_contains(v, ids, depth + 1) for v in value.values())
-    if isinstance(value, InertObject):
-        return any(_contains(v, ids, depth + 1) for v in _fields(value).values())
-    return False
+    if not isinstance(value, (dict, InertObject)):
+        return False
+    memo = {} if memo is None else memo
+    key = id(value)
+    if key in memo:
+        return memo[key]
+    memo[key] = False  # provisional: cycles and re-entries answer "no" while the first visit is under way
+    children = value.values() if isinstance(value, dict) else _fields(value).values()
+    found = any(_contains(v, ids, depth + 1, memo) for v in children)
+    memo[key] = found
+    return found
 
 
 def _fields(obj: InertObject) -> dict:

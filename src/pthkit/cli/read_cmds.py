@@ -14,6 +14,7 @@ import typer
 
 from pthkit.cli._options import JsonOpt, NoStripPrefixOpt, SelectOpt, TrustOpt
 from pthkit.cli._output import console, print_json, warn
+from pthkit.cli._safe_text import safe_text
 
 if TYPE_CHECKING:
     from pthkit.checkpoint.types import Checkpoint
@@ -34,6 +35,13 @@ VERDICT_TEXT = {
 }
 MAX_ENTRY_LINES = 20  # other entries shown by the human view; --json has them all
 SEVERITY_STYLE = {"info": "dim", "warning": "yellow", "danger": "bold red"}
+
+
+def escape(text: object) -> str:
+    """Rich-markup-escaped text with every terminal control character shown as an escape (text read from files)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(safe_text(text, newlines=False))
 
 
 def register(app: typer.Typer) -> None:
@@ -64,8 +72,8 @@ def inspect_command(
     from pthkit.summary import summarize
 
     if trust:
-        warn(f"--trust: code inside {file} may run while reading it (full unpickling / TorchScript).")
-    ckpt = read_checkpoint(file, trust=trust, select=select, strip_prefix=not no_strip_prefix)
+        warn(f"--trust: code inside {safe_text(file, newlines=False)} may run while reading it (full unpickling / TorchScript).")
+    ckpt = read_checkpoint(file, trust=trust, select=select, strip_prefix=not no_strip_prefix, allow_meta=True)
     summary = summarize(ckpt)
     if json:
         data = ckpt.to_dict()
@@ -89,7 +97,6 @@ def _where(ckpt: "Checkpoint") -> str:
 
 
 def _render_inspect(ckpt: "Checkpoint", summary: "Summary", *, depth: int | None) -> None:
-    from rich.markup import escape
     from rich.table import Table
     from rich.tree import Tree
 
@@ -148,7 +155,6 @@ def _render_inspect(ckpt: "Checkpoint", summary: "Summary", *, depth: int | None
 
 
 def _add_tree(parent: Any, node: "ModuleNode", *, depth_left: int | None) -> None:
-    from rich.markup import escape
 
     for child in node.children:
         label = f"[bold]{escape(child.label())}[/]"
@@ -169,7 +175,6 @@ def _add_tree(parent: Any, node: "ModuleNode", *, depth_left: int | None) -> Non
 
 
 def _render_tensor_table(ckpt: "Checkpoint", summary: "Summary") -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     from pthkit.summary import tensor_role
@@ -236,7 +241,6 @@ def scan_command(
 
 
 def _render_scan(rows: list[dict[str, Any]]) -> None:
-    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title="pthkit scan", show_lines=True)
@@ -259,7 +263,7 @@ def _render_scan(rows: list[dict[str, Any]]) -> None:
             escape(str(row.get("path"))),
             escape(str(row.get("format") or "?")),
             f"[{style}]{escape(verdict)}[/]",
-            escape("\n".join(_row_globals(row))) or "[dim]none[/]",
+            "\n".join(escape(g) for g in _row_globals(row)) or "[dim]none[/]",
             "\n".join(findings) or "[dim]none[/]",
         )
     console.print(table)
