@@ -16,6 +16,14 @@ import typer
 
 from pthkit.cli._explain import explain_text
 from pthkit.cli._options import ArchKwargsOpt, ArchOpt, DeviceOpt, SizeOpt, TrustOpt, parse_size
+from pthkit.cli.tabular_cmds import (
+    AllowNanOpt,
+    ColumnsOpt,
+    InputShapeOpt,
+    OutputNamesOpt,
+    SaveOutputsOpt,
+    TaskOpt,
+)
 from pthkit.errors import PreprocessError
 
 if TYPE_CHECKING:
@@ -36,13 +44,14 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 
 
 def _open(model_path: str, arch: str | None, arch_kwargs: list[str] | None, device: str, trust: bool,
-          overrides: dict[str, Any], labels: Path | None) -> Model:
+          overrides: dict[str, Any], labels: Path | None, input_shape: str | None = None) -> Model:
     """The typed handle for MODEL (weights file, bundle, HF folder, export): :func:`pthkit.open`, nothing else."""
     from pthkit.api import open as open_model
     from pthkit.architectures.user_code import parse_arch_kwargs
 
     return open_model(model_path, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) or None, device=device,
-                      trust=trust, overrides=overrides or None, labels=str(labels) if labels is not None else None)
+                      trust=trust, overrides=overrides or None, labels=str(labels) if labels is not None else None,
+                      input_shape=input_shape)
 
 
 def _sanity(predictions: list[Prediction], mode: str, label_names: Any, warn: Any) -> None:
@@ -144,8 +153,17 @@ def predict_command(
     scale: Annotated[Optional[float], typer.Option("--scale", help="1: inputs in [0,1] before normalization; 255: raw 0-255.")] = None,
     allow_failures: Annotated[bool, typer.Option("--allow-failures", help="Exit 0 even when some images could not be read.")] = False,
     trust: TrustOpt = False,
+    input_shape: InputShapeOpt = None,
+    columns: ColumnsOpt = None,
+    task: TaskOpt = None,
+    output_names: OutputNamesOpt = None,
+    save_outputs: SaveOutputsOpt = None,
+    allow_nan: AllowNanOpt = False,
 ) -> None:
-    """Classify images with a weights file or bundle: top-k labels, multi-label, logits or features."""
+    """Classify images with a weights file or bundle: top-k labels, multi-label, logits or features.
+
+    Non-image models (a first Linear/Conv1d/Embedding/RNN layer) take arrays and tables instead: .npy, .npz,
+    .safetensors, .pt, .csv/.tsv, .parquet, .jsonl or '-' (CSV on stdin); see --columns, --task, --save-outputs."""
     from pthkit.cli._output import console, dumps, err_console, warn
 
     if json_out and csv_out:
@@ -161,6 +179,16 @@ def predict_command(
     overrides = _overrides(size=parse_size(size), crop_pct=crop_pct, mean=mean, std=std, interpolation=interpolation,
                            channel_order=channel_order, scale=scale)
 
+    from pthkit.cli.tabular_cmds import maybe_predict_tables
+
+    done, opened = maybe_predict_tables(
+        model, inputs, open_model=lambda shape: _open(model, arch, arch_kwargs, device, trust, overrides, labels, shape),
+        input_shape=input_shape, columns=columns, task=task, output_names=output_names, save_outputs=save_outputs,
+        allow_nan=allow_nan, top_k=top_k, batch_size=batch_size, json_out=json_out, csv_out=csv_out, explain=explain,
+        logits=logits, multi_label=multi_label, threshold=threshold)
+    if done:
+        return
+
     from pthkit.images import expand_inputs
 
     paths = expand_inputs(inputs)
@@ -169,7 +197,7 @@ def predict_command(
 
     from pthkit.tasks.predict import save_features
 
-    handle = _open(model, arch, arch_kwargs, device, trust, overrides, labels)
+    handle = opened if opened is not None else _open(model, arch, arch_kwargs, device, trust, overrides, labels)
     preprocess = handle.preprocess
     err_console.print(f"[bold]model:[/bold] {_escape(handle.summary_line())}")
     for message in handle.warnings:
