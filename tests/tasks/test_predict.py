@@ -194,14 +194,15 @@ def test_auto_workers():
     assert 1 <= auto_workers(1000, "cuda") <= 8
 
 
-def test_threads_set_for_the_run_and_restored(model, images):
+def test_threads_are_never_changed_by_the_library(model, images, monkeypatch):
+    """Thread policy is the caller's: predict never calls torch.set_num_threads (``threads=`` warns and is ignored)."""
+    calls: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
     before = torch.get_num_threads()
-    seen = []
-    gen = predict(model, PRE, images, workers=0, threads=1)
-    next(gen)
-    seen.append(torch.get_num_threads())
-    list(gen)
-    assert seen == [1] and torch.get_num_threads() == before
+    with pytest.warns(DeprecationWarning, match="threads"):
+        gen = predict(model, PRE, images, batch_size=2, threads=1)
+    rows = list(gen)
+    assert len(rows) == len(images) and calls == [] and torch.get_num_threads() == before
 
 
 def test_draft_decoding_agrees_with_full_decoding_on_real_weights(lite0_path, tmp_path: Path):
@@ -245,7 +246,8 @@ def test_decoding_threads_run_at_a_lower_priority():
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from pthkit.tasks.predict import DECODE_NICENESS, _lower_priority
+    from pthkit.data.images import DECODE_NICENESS
+    from pthkit.data.images import lower_priority as _lower_priority
 
     def niceness() -> int:
         _lower_priority()
@@ -264,29 +266,3 @@ def test_threaded_decoding_stops_cleanly_when_the_caller_stops(model, images):
     first = next(gen)
     gen.close()
     assert first.ok and first.path == str(images[0])
-
-
-def test_cpu_plan_gives_the_model_fewer_threads_while_others_hold_cores(monkeypatch):
-    from pthkit.tasks import predict as mod
-
-    clock = {"wall": 0.0, "all": 0.0, "own": 0.0}
-    monkeypatch.setattr(mod, "_cores", lambda: 2)
-    monkeypatch.setattr(mod.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(mod, "_machine_busy", lambda: (clock["all"], clock["own"]))
-    monkeypatch.setattr(mod.time, "perf_counter", lambda: clock["wall"])
-    before = torch.get_num_threads()
-    try:
-        plan = mod._CpuPlan(2, adapt=True)
-        clock.update(wall=1.0, all=2.0, own=1.0)  # over 1 s: 2 cores busy, 1 of them by us -> 1 core taken by others
-        plan.before_forward()
-        assert plan.current == 1 and torch.get_num_threads() == 1
-        assert plan.ahead(32, 2) >= 32  # decoding runs a batch ahead beside the model
-        clock.update(wall=2.0, all=3.9, own=2.9)  # idle again: only our own CPU time
-        plan.before_forward()
-        assert plan.current == 2 and torch.get_num_threads() == 2  # all threads again
-        fixed = mod._CpuPlan(2, adapt=False)  # an explicit `threads` is never changed
-        clock.update(wall=3.0, all=5.9, own=2.9)
-        fixed.before_forward()
-        assert fixed.current == 2
-    finally:
-        torch.set_num_threads(before)

@@ -36,7 +36,7 @@ MAX_LABELS_BYTES = 16 * 1024 * 1024
 
 @lru_cache(maxsize=1)
 def _imagenet() -> tuple[str, ...]:
-    from torchvision.models import ResNet50_Weights  # type: ignore[import-untyped]
+    from torchvision.models import ResNet50_Weights  # type: ignore[import-untyped,unused-ignore]
 
     return tuple(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 

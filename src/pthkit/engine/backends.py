@@ -200,7 +200,7 @@ def as_backend(
             )
         if not isinstance(getattr(model, "device", None), torch.device):
             return _DeviceDefault(model)
-        return model  # type: ignore[return-value]
+        return model
     raise PreprocessError.build(
         "model", received=type(model).__name__,
         expected="a torch.nn.Module or a backend (callable with .name and .describe(), e.g. an ONNX Runtime runner)",

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import threading
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
+
+from typing_extensions import Self
 
 __all__ = ["ProgressBar", "RunCounters", "current_progress", "progress_bar"]
 

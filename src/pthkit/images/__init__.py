@@ -36,9 +36,9 @@ _DATASET_NAMES = frozenset({"Batch", "ImageFolderDataset", "ImageListDataset", "
                             "draft_size_for", "worker_init"})
 
 
-def __getattr__(name: str):  # datasets import torch; keep `pthkit.images.expand_inputs` cheap for the CLI
+def __getattr__(name: str) -> object:  # datasets import torch; keep `pthkit.images.expand_inputs` cheap for the CLI
     if name in _DATASET_NAMES:
-        from pthkit.images import dataset
+        from pthkit.data import images as dataset
 
         return getattr(dataset, name)
     raise AttributeError(f"module 'pthkit.images' has no attribute {name!r}")

@@ -18,6 +18,7 @@ decoding, which is several times faster than decoding in full and resizing, and 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from pthkit.errors import ImageError, InputNotFoundError
+from pthkit.errors import ImageError, InputNotFoundError, PthkitError
 
 __all__ = ["BACKGROUND", "open_image", "to_rgb"]
 
@@ -36,7 +37,7 @@ BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 
 
-def _fail(path: Any, reason: str, hint: str | None = None) -> ImageError:
+def _fail(path: Any, reason: str, hint: str | None = None) -> PthkitError:
     return ImageError.build(
         "image", received=f"{os.fspath(path) if isinstance(path, (str, os.PathLike)) else path!s} ({reason})",
         expected="a readable image file (JPEG, PNG, GIF, WebP, BMP, TIFF …)",
@@ -44,7 +45,7 @@ def _fail(path: Any, reason: str, hint: str | None = None) -> ImageError:
     )
 
 
-def _scale_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
+def _scale_to_uint8(arr: np.ndarray, mode: str) -> Any:
     """Map a high-bit-depth greyscale array to 0..255 (why: PIL's convert clips at 255 instead of scaling)."""
     if mode.startswith("I;16") or mode == "I;16":
         return (arr.astype(np.float32) / 257.0).round().clip(0, 255).astype(np.uint8)
@@ -109,6 +110,37 @@ def _draft(img: Image.Image, draft_size: tuple[int, int]) -> None:
         img.draft("RGB", (width, height))
 
 
+_configured = False
+_configure_lock = threading.Lock()
+
+
+def _configure_pil() -> None:
+    """Once per process: PIL's ``DecompressionBombWarning`` (raised from ``PIL.Image`` between ``MAX_IMAGE_PIXELS``
+    and twice that) becomes an exception instead of a printed warning, so ``Image.open`` stops there.
+
+    Why not ``warnings.catch_warnings()`` around each open: it swaps the process-wide filter list and is not thread
+    safe (decoding runs in a thread pool). The filter only concerns that warning from ``PIL.Image``; whatever another
+    filter does with it, :func:`_check_pixels` refuses the image too.
+    """
+    global _configured
+    if _configured:
+        return
+    with _configure_lock:
+        if not _configured:
+            warnings.filterwarnings("error", category=Image.DecompressionBombWarning, module="PIL.Image")
+            _configured = True
+
+
+def _check_pixels(img: Image.Image) -> None:
+    """Refuse an image over ``PIL.Image.MAX_IMAGE_PIXELS`` (read at call time; ``None`` disables the check)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    pixels = img.size[0] * img.size[1]
+    if limit is not None and pixels > limit:
+        raise Image.DecompressionBombError(
+            f"Image size ({pixels} pixels) exceeds limit of {limit} pixels, could be decompression bomb DOS attack."
+        )
+
+
 def open_image(
     path: str | os.PathLike[str] | Image.Image,
     *,
@@ -141,29 +173,28 @@ def open_image(
         )
     if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone else's global setting would hide truncated files as grey areas
         warnings.warn("PIL ImageFile.LOAD_TRUNCATED_IMAGES is set: truncated images are not detected", stacklevel=2)
+    _configure_pil()
     try:
-        with warnings.catch_warnings():
-            # PIL warns between MAX_IMAGE_PIXELS and 2x, raises above: both are bombs to us.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
-            try:
-                if draft_size is not None:
-                    _draft(img, draft_size)
-                if getattr(img, "is_animated", False):
-                    img.seek(0)
-                img.load()
-                ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of a 12 MP photo
-                rgb = to_rgb(img)
-                if rgb is img and getattr(img, "fp", None) is not None:
-                    # Multi-frame files keep their file open after load(); detach before closing it.
-                    rgb = img.copy()
-                    img.close()
-                elif rgb is not img:
-                    img.close()
-                return rgb
-            except BaseException:
+        img = Image.open(path)
+        try:
+            _check_pixels(img)
+            if draft_size is not None:
+                _draft(img, draft_size)
+            if getattr(img, "is_animated", False):
+                img.seek(0)
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of a 12 MP photo
+            rgb = to_rgb(img)
+            if rgb is img and getattr(img, "fp", None) is not None:
+                # Multi-frame files keep their file open after load(); detach before closing it.
+                rgb = img.copy()
                 img.close()
-                raise
+            elif rgb is not img:
+                img.close()
+            return rgb
+        except BaseException:
+            img.close()
+            raise
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
