@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from tests.serve.conftest import IMAGE_ARCH, Server
 
 requests = pytest.importorskip("requests")

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -31,7 +32,7 @@ import litserve as ls
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from pthkit.serve.model import ImageResult, RowsResult, ServedModel, ServePlan, check_rows, open_served
+from pthkit.serve.model import ImageResult, RowsResult, ServedModel, ServePlan, check_rows, open_in_worker
 
 __all__ = ["PthkitAPI", "Item"]
 
@@ -65,6 +66,16 @@ class PthkitAPI(ls.LitAPI):
         self.plan = plan
         self.served: ServedModel | None = None
         self.tmp: str | None = None
+        self._busy = threading.Event()
+
+    def __getstate__(self) -> dict[str, Any]:  # sent to the spawned worker: an Event does not pickle
+        state = dict(self.__dict__)
+        state.pop("_busy", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._busy = threading.Event()
 
     # --- worker start -----------------------------------------------------------------------------------------------
 
@@ -80,9 +91,9 @@ class PthkitAPI(ls.LitAPI):
         # Decompression-bomb warnings are errors in this process for good, whatever threads do with catch_warnings.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         device_name = self.plan.device if self.plan.device != "auto" else str(device)
-        self.served = open_served(replace(self.plan, device=device_name), check=False)
+        self.served = open_in_worker(replace(self.plan, device=device_name))
         self.tmp = tempfile.mkdtemp(prefix="pthkit-serve-")
-        _remove_on_exit(self.tmp)
+        _remove_on_exit(self.tmp, self._busy)
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -143,6 +154,13 @@ class PthkitAPI(ls.LitAPI):
 
     def predict(self, x: Item | list[Item], **kwargs: Any) -> list[Any] | Any:  # type: ignore[override]
         """Answer every item of the batch; the images in one forward pass, the rows in another."""
+        self._busy.set()
+        try:
+            return self._predict(x)
+        finally:
+            self._busy.clear()
+
+    def _predict(self, x: Item | list[Item]) -> list[Any] | Any:
         single = not isinstance(x, list)
         items: list[Item] = [x] if isinstance(x, Item) else list(x)
         results: list[Any] = [None] * len(items)
@@ -232,16 +250,30 @@ class PthkitAPI(ls.LitAPI):
 
 
 
-def _remove_on_exit(folder: str) -> None:
-    """Remove the worker's temporary folder when the worker ends: normally, or by LitServe's SIGTERM at shutdown
-    (the server drains in-flight requests before it stops the workers, see :mod:`pthkit.serve.server`)."""
+def _remove_on_exit(folder: str, busy: threading.Event) -> None:
+    """Remove the worker's temporary folder when the worker ends: normally, or by SIGTERM.
+
+    LitServe stops a worker with SIGTERM once the HTTP side has drained (see :mod:`pthkit.serve.server`); a SIGTERM
+    that reaches the whole process group earlier (``kill -- -PGID``, systemd) lets the batch being computed finish
+    and be handed back before the worker exits.
+    """
     import atexit
     import signal
 
     def remove() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
+    def exit_when_idle() -> None:
+        while busy.is_set():
+            time.sleep(0.01)
+        time.sleep(0.25)  # the loop encodes and hands back the batch after predict returns
+        remove()
+        os._exit(0)
+
     def on_term(_signum: int, _frame: Any) -> None:
+        if busy.is_set():
+            threading.Thread(target=exit_when_idle, daemon=True).start()
+            return
         remove()
         os._exit(0)
 

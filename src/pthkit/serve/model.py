@@ -68,9 +68,10 @@ class RowsResult:
 class ServedModel:
     """A :class:`~pthkit.model.Model` seen from the server: what it consumes, how to describe it, how to run it."""
 
-    def __init__(self, model: "Model", plan: ServePlan) -> None:
+    def __init__(self, model: "Model", plan: ServePlan, scan: dict[str, Any] | None = None) -> None:
         self.model = model
         self.plan = plan.resolved(model)
+        self.scan = scan
 
     # --- what it is -------------------------------------------------------------------------------------------------
 
@@ -99,6 +100,7 @@ class ServedModel:
         data["describe"] = m.describe()
         if m.report is not None:
             data["load"]["headline"] = m.report.headline()
+        data["scan"] = self.scan
         return data
 
     # --- running it -------------------------------------------------------------------------------------------------
@@ -112,12 +114,7 @@ class ServedModel:
         import numpy as np
 
         array = np.asarray(rows, dtype=np.float32)
-        try:
-            predictions = self.model.predict(array, batch_size=max(1, len(array)), top_k=top_k)
-        except ModuleNotFoundError as err:
-            if err.name not in _PENDING_MODULES:
-                raise
-            return _forward_rows(self.model, array, top_k)
+        predictions = self.model.predict(array, batch_size=max(1, len(array)), top_k=top_k)
         out: list[dict[str, Any]] = []
         for p in predictions:
             row = p.to_dict()
@@ -156,15 +153,15 @@ def check_rows(rows: Any, width: int | None) -> tuple[list[list[float]] | None, 
 
 
 def open_served(plan: ServePlan, *, check: bool = True) -> ServedModel:
-    """Open the model of ``plan`` with :func:`pthkit.open` (refusing unsafe files unless ``plan.trust``).
+    """Open the model of ``plan`` with :func:`pthkit.open` (refusing malicious-looking files unless ``plan.trust``).
 
-    ``plan.preprocess`` (set in a worker's plan) replaces the resolved pipeline, so the worker runs the pipeline the
-    main process resolved and described.
+    ``check``: scan the file first and run :func:`pthkit.open`'s post-load check (the main process).
     """
     import pthkit
 
     if plan.source == "":
         raise PreprocessError.build("model", received="an empty path", expected="a weights file or bundle folder")
+    scan = scan_model_file(Path(plan.source), trust=plan.trust) if check else None
     try:
         model = pthkit.open(
             Path(plan.source), arch=plan.arch, arch_kwargs=plan.arch_kwargs, trust=plan.trust, device=plan.device,
@@ -174,89 +171,103 @@ def open_served(plan: ServePlan, *, check: bool = True) -> ServedModel:
         if err.name not in _PENDING_MODULES:
             raise
         model = _open_transitional(plan)
-    if plan.preprocess is not None and model.is_image_model:
-        model.preprocess = plan.preprocess
+    return ServedModel(model, plan, scan)
+
+
+def open_in_worker(plan: ServePlan) -> ServedModel:
+    """Re-open, in an inference worker, the model the main process opened (``plan`` is its resolved plan).
+
+    A weights file with a known image pipeline is loaded with :func:`pthkit.loading.load_model` (architecture, key
+    map and constructor arguments as resolved) and wrapped by ``pthkit.open(module)`` with the main process's
+    :class:`~pthkit.preprocess.Preprocess`: no second identification and no second normalization inference, which
+    would cost seconds per worker and could only give the same answer.
+    """
+    import pthkit
+
+    source = Path(plan.source)
+    if plan.preprocess is None or not source.is_file():
+        served = open_served(plan, check=False)
+        return served
+    from pthkit.loading import load_model
+
+    module, report = load_model(source, plan.arch, arch_kwargs=plan.arch_kwargs, device=plan.device,
+                                key_map=plan.key_map, trust=plan.trust)
+    model = pthkit.open(module, arch=report.architecture, labels=plan.labels, backend=plan.backend)
+    model.preprocess = plan.preprocess
     return ServedModel(model, plan)
 
 
-# --- transitional: until the modules pthkit.open imports (input spec, export openers) are committed -------------------
-# Those land with issues 11 and 12; until then a weights file is opened with load_model + resolve_preprocess, and the
-# input spec is read from the first layer here. Remove this block when ``pthkit.open`` imports cleanly.
+def scan_model_file(path: Path, *, trust: bool) -> dict[str, Any] | None:
+    """Scan a weights file before serving it (``pthkit scan``); refuse a malicious-looking one unless ``trust``.
 
-_PENDING_MODULES = frozenset({"pthkit.export", "pthkit.export.openers", "pthkit.input_spec", "pthkit.tasks.outputs"})
+    A server runs unattended and answers strangers, so it does not start on a file whose pickles name globals that
+    can run code, even though the inert reader would not run them. "needs-trust" files (unknown classes, damaged
+    data) go on to the normal load, which reads them inertly or refuses them with its own error; the verdict is
+    shown on ``/info``. Folders (bundles, Hugging Face folders) are not scanned here (their loaders check them).
+    """
+    if not path.is_file():
+        return None
+    from pthkit.checkpoint import scan_file
+    from pthkit.errors import UnsafeCheckpointError
+
+    report = scan_file(path)
+    summary = {"verdict": report.verdict, "format": report.format,
+               "findings": [f.to_dict() for f in report.findings if f.severity != "info"][:20]}
+    if report.verdict == "malicious-looking" and not trust:
+        dangers = [f.detail for f in report.findings if f.severity == "danger"] or [f.detail for f in report.findings]
+        raise UnsafeCheckpointError.build(
+            f"model {path.name}", received=f"scan verdict {report.verdict}: {'; '.join(dangers[:3])}",
+            expected="a weights file whose pickles reference only tensor data",
+            hint="`pthkit scan FILE` shows every finding; pass --trust only for a file from a source you trust.")
+    return summary
 
 
-@dataclass(frozen=True)
-class _FirstLayerSpec:
-    kind: str
-    shape: tuple[int | None, ...]
-    source: str
+# --- transitional: until ``pthkit.export`` (imported by ``pthkit.open`` for every path) is committed ---------------------
+# Until then a weights file or bundle is loaded with the loaders ``pthkit.open`` itself uses and wrapped with
+# ``pthkit.open(module)``. Remove this block when ``pthkit.open(path)`` imports cleanly.
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "shape": list(self.shape), "source": self.source}
-
-    def describe(self) -> str:
-        return f"{self.kind} {tuple(self.shape)} ({self.source})"
-
-
-def _first_layer_spec(module: Any) -> _FirstLayerSpec:
-    from torch import nn
-
-    for name, layer in module.named_modules():
-        if isinstance(layer, nn.Conv2d):
-            return _FirstLayerSpec("image", (layer.in_channels, None, None), f"first layer {name}: Conv2d")
-        if isinstance(layer, nn.Linear):
-            return _FirstLayerSpec("features", (layer.in_features,), f"first layer {name}: Linear({layer.in_features})")
-    return _FirstLayerSpec("tensor", (), "no Conv2d/Linear layer found")
+_PENDING_MODULES = frozenset({"pthkit.export", "pthkit.export.openers"})
 
 
 def _open_transitional(plan: ServePlan) -> "Model":
+    import pthkit
     from pthkit.bundle import is_bundle
-    from pthkit.model import Model, ModelSource
+    from pthkit.model import ModelSource
 
-    if is_bundle(plan.source):
+    path = Path(plan.source)
+    if is_bundle(path):
         from pthkit.bundle import load_bundle
 
-        module, preprocess, config = load_bundle(plan.source, device=plan.device, arch=plan.arch, trust=plan.trust)
+        module, preprocess, config = load_bundle(path, device=plan.device, arch=plan.arch, trust=plan.trust)
         arch = str((config.get("pthkit") or {}).get("arch") or config.get("architecture"))
-        spec = _first_layer_spec(module)
-        return Model(module=module, architecture=arch, task="classify" if spec.kind == "image" else "raw",
-                     input_spec=spec, preprocess=preprocess if spec.kind == "image" else None,  # type: ignore[arg-type]
-                     labels=plan.labels or getattr(preprocess, "label_names", None),
-                     source=ModelSource("bundle", Path(plan.source)), config=config,
-                     evidence=[f"bundle {Path(plan.source).name}: {arch}"])
+        model = pthkit.open(module, arch=arch, labels=plan.labels or getattr(preprocess, "label_names", None),
+                            backend=plan.backend)
+        model.source = ModelSource("bundle", path)
+        model.config = config
+        model.evidence = [f"bundle {path.name}: {arch}"]
+        if model.is_image_model:
+            model.preprocess = plan.preprocess or preprocess
+        return model
     from pthkit.loading import load_model
 
-    module, report = load_model(plan.source, plan.arch, arch_kwargs=plan.arch_kwargs, device=plan.device,
+    module, report = load_model(path, plan.arch, arch_kwargs=plan.arch_kwargs, device=plan.device,
                                 key_map=plan.key_map, trust=plan.trust)
-    spec = _first_layer_spec(module)
-    how = (f"identified as {report.architecture}" if plan.arch is None else f"architecture {report.architecture} (given)")
-    import torch
-
-    model = Model(module=module, architecture=report.architecture, task="raw", input_spec=spec,  # type: ignore[arg-type]
-                  preprocess=None, labels=plan.labels, source=ModelSource("weights", Path(plan.source)),
-                  report=report, evidence=[how], arch_kwargs=dict(report.kwargs), key_map=dict(report.remapped),
-                  device=torch.device(report.device))
-    if spec.kind == "image":
+    model = pthkit.open(module, arch=report.architecture, labels=plan.labels, backend=plan.backend)
+    model.source = ModelSource("weights", path)
+    model.report = report
+    model.arch_kwargs = dict(report.kwargs)
+    model.key_map = dict(report.remapped)
+    cand = report.candidate
+    model.evidence = [f"identified as {report.architecture} (score {cand.score:.2f}, {cand.confidence} confidence)"
+                      if plan.arch is None and cand is not None else f"architecture {report.architecture} (given)"]
+    if model.is_image_model:
         from pthkit.preprocess import resolve_preprocess
 
         overrides = {"label_names": list(plan.labels)} if plan.labels else None
-        model.preprocess = resolve_preprocess(module, arch=report.architecture, checkpoint=report.checkpoint,
-                                              overrides=overrides)
-        model.task = "classify"
+        model.preprocess = plan.preprocess or resolve_preprocess(
+            module, arch=report.architecture, checkpoint=report.checkpoint, overrides=overrides)
         if model.labels is None and model.preprocess.label_names:
             model.labels = list(model.preprocess.label_names)
+        model.evidence.append(f"normalization: {model.preprocess.normalization_name} "
+                              f"({model.preprocess.sources.get('mean', 'default')})")
     return model
-
-
-def _forward_rows(model: "Model", array: Any, top_k: int) -> list[dict[str, Any]]:
-    """Rows through the module (until ``pthkit.tasks.outputs`` is committed): raw outputs per row."""
-    import torch
-
-    assert model.module is not None
-    with torch.inference_mode():
-        out = model.module(torch.as_tensor(array, device=model.device))
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    values = out.float().reshape(out.shape[0], -1).cpu()
-    return [{"ok": True, "outputs": {"output": [round(float(v), 6) for v in row]}} for row in values]

@@ -217,8 +217,13 @@ def serve(config: ServeConfig, served: ServedModel | None = None) -> int:
     _configure_logging()
     server, served = build_server(config, served)
     stopping = threading.Event()
+    main_pid = os.getpid()
 
     def on_signal(signum: int, _frame: Any) -> None:
+        if os.getpid() != main_pid:
+            # A process LitServe forked from this one (its queue manager; an HTTP server before uvicorn installs
+            # its own handlers) received a signal sent to the whole group: the main process stops them in order.
+            return
         if stopping.is_set():
             return
         stopping.set()
