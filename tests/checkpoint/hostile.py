@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ALL_HOSTILE", "Call", "zip_with_members", "corrupt_crc", "torch_zip_bytes"]
+__all__ = ["ALL_HOSTILE", "NESTED", "DECOYS", "TAR", "DENYLIST_GAPS", "Call", "zip_with_members", "corrupt_crc", "torch_zip_bytes", "tar_polyglot"]
 
 
 class Call:
@@ -219,6 +219,192 @@ def make_stack_global_memo(tmp_path):
     return path, marker
 
 
+# --- family 1: nested payloads (everything torch.storage._load_from_bytes would unpickle) ---------------------------
+
+
+def _load_from_bytes(data: bytes) -> Call:
+    return Call(torch.storage._load_from_bytes, data)
+
+
+def legacy_bytes(obj) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf, _use_new_zipfile_serialization=False)
+    return buf.getvalue()
+
+
+def make_nested_raw_pickle(tmp_path):
+    """The payload bytes are a bare pickle: torch.load unpickles it as its 'magic number' before failing."""
+    marker = _marker(tmp_path, "nested_raw")
+    path = Path(tmp_path) / "nested_raw.pth"
+    torch.save({"state_dict": _tensors(), "w": _load_from_bytes(pickle.dumps(_system(marker), protocol=2))}, path)
+    return path, marker
+
+
+def make_nested_legacy_blob(tmp_path):
+    """The payload bytes are an old-format (pre-zip) torch.save stream."""
+    marker = _marker(tmp_path, "nested_legacy")
+    path = Path(tmp_path) / "nested_legacy.bin"
+    inner = legacy_bytes({"fc.weight": torch.zeros(2), "x": _system(marker)})
+    path.write_bytes(pickle.dumps({"w": _load_from_bytes(inner)}, protocol=4))
+    return path, marker
+
+
+def make_nested_zip_from_ints(tmp_path):
+    """The nested zip is built by builtins.bytes([ints]): no literal in the file starts with PK."""
+    marker = _marker(tmp_path, "nested_ints")
+    path = Path(tmp_path) / "nested_ints.pth"
+    inner = torch_zip_bytes({"x": _exec(marker)})
+    torch.save({"state_dict": _tensors(), "w": Call(torch.storage._load_from_bytes, Call(bytes, list(inner)))}, path)
+    assert b"PK\x03\x04" not in pickle.dumps(Call(bytes, list(inner)), protocol=2)
+    return path, marker
+
+
+def make_nested_twice(tmp_path):
+    """A legacy file holding a zip payload holding a zip payload holding the call."""
+    marker = _marker(tmp_path, "nested_twice")
+    path = Path(tmp_path) / "nested_twice.pth"
+    inner2 = torch_zip_bytes({"x": _system(marker)})
+    inner1 = torch_zip_bytes({"w": _load_from_bytes(inner2)})
+    torch.save({"state_dict": _tensors(), "w": _load_from_bytes(inner1)}, path, _use_new_zipfile_serialization=False)
+    return path, marker
+
+
+# --- family 2: stack decoys (what a string-tracking scanner gets wrong) ---------------------------------------------
+
+
+def _u(text: str) -> bytes:
+    raw = text.encode()
+    return b"\x8c" + bytes([len(raw)]) + raw  # SHORT_BINUNICODE
+
+
+def _call_with(cmd: str) -> bytes:
+    return _u(cmd) + b"\x85R."  # TUPLE1, REDUCE, STOP
+
+
+def _decoy(tmp_path, kind: str, body) -> tuple[Path, Path]:
+    marker = _marker(tmp_path, f"decoy_{kind}")
+    path = Path(tmp_path) / f"decoy_{kind}.pkl"
+    path.write_bytes(b"\x80\x04" + body(f"touch '{marker}'"))
+    return path, marker
+
+
+def make_decoy_pop(tmp_path):
+    # posix, system, then a decoy collections/OrderedDict pushed and POPped, then STACK_GLOBAL.
+    return _decoy(tmp_path, "pop", lambda c: _u("posix") + _u("system") + _u("collections") + _u("OrderedDict")
+                  + b"00\x93" + _call_with(c))
+
+
+def make_decoy_pop_mark(tmp_path):
+    return _decoy(tmp_path, "pop_mark", lambda c: _u("posix") + _u("system") + b"(" + _u("collections")
+                  + _u("OrderedDict") + b"1\x93" + _call_with(c))
+
+
+def make_decoy_dup(tmp_path):
+    return _decoy(tmp_path, "dup", lambda c: _u("posix") + b"2" + b"0" + _u("collections") + b"0" + _u("system")
+                  + b"\x93" + _call_with(c))
+
+
+def make_decoy_memo_after_pop(tmp_path):
+    # MEMOIZE after a POP stores what is really on top (posix), not the last string pushed (a decoy).
+    return _decoy(tmp_path, "memo", lambda c: _u("posix") + _u("collections") + b"0\x94" + b"0" + b"h\x00"
+                  + _u("system") + b"\x93" + _call_with(c))
+
+
+def make_decoy_in_zip(tmp_path):
+    path, marker = make_decoy_pop(tmp_path)
+    members = [(n, path.read_bytes() if n.endswith("data.pkl") else d) for n, d in torch_members(_tensors())]
+    out = zip_with_members(Path(tmp_path) / "decoy_zip.pth", members)
+    return out, marker
+
+
+# --- family 3: tar polyglots (torch.load tries its pre-0.4 tar format first) ----------------------------------------
+
+
+def tar_polyglot(path: Path, members: dict[str, bytes]) -> Path:
+    """A raw pickle (BINBYTES holding a whole tar archive, then an empty dict) whose first 512 bytes are also a valid
+    tar header: pickle readers see ``{}``, torch.load sees a tar archive and unpickles its members."""
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in [("pad", b""), *members.items()]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    tar = bytearray(buf.getvalue())
+    prefix = b"\x80\x03B" + struct.pack("<I", len(tar) - 7)  # PROTO 3, BINBYTES covering the rest of the tar
+    tar[: len(prefix)] = prefix
+    tar[148:156] = b" " * 8
+    tar[148:155] = b"%06o\x00" % sum(tar[:512])
+    path.write_bytes(bytes(tar) + b"0}.")  # POP the bytes, EMPTY_DICT, STOP
+    return path
+
+
+def make_tar_polyglot_storages(tmp_path):
+    marker = _marker(tmp_path, "tar_storages")
+    path = tar_polyglot(Path(tmp_path) / "tar_storages.pth", {
+        "storages": pickle.dumps(_system(marker), protocol=2) + pickle.dumps([]),
+        "tensors": pickle.dumps(0), "pickle": pickle.dumps({}),
+    })
+    return path, marker
+
+
+def make_tar_polyglot_pickle(tmp_path):
+    marker = _marker(tmp_path, "tar_pickle")
+    path = tar_polyglot(Path(tmp_path) / "tar_pickle.pth", {
+        "storages": pickle.dumps(0) + pickle.dumps([]), "tensors": pickle.dumps(0),
+        "pickle": pickle.dumps({"x": _exec(marker)}, protocol=2),
+    })
+    return path, marker
+
+
+# --- family 8: globals a denylist misses (allowlist-first) -----------------------------------------------------------
+
+
+def make_uuid_command(tmp_path):
+    import uuid
+
+    marker = _marker(tmp_path, "uuid")
+    path = Path(tmp_path) / "uuid.pth"
+    torch.save({"state_dict": _tensors(), "x": Call(uuid._get_command_stdout, "touch", str(marker))}, path)
+    return path, marker
+
+
+def make_pydoc_locate(tmp_path):
+    import pydoc
+
+    marker = _marker(tmp_path, "pydoc")
+    path = Path(tmp_path) / "pydoc.pth"
+    torch.save({"state_dict": _tensors(), "x": Call(Call(pydoc.locate, "os.system"), f"touch '{marker}'")}, path)
+    return path, marker
+
+
+def make_attrgetter(tmp_path):
+    import operator
+
+    marker = _marker(tmp_path, "attrgetter")
+    path = Path(tmp_path) / "attrgetter.pkl"
+    system = Call(Call(operator.attrgetter, "system"), Call(importlib.import_module, "os"))
+    path.write_bytes(pickle.dumps({"w": [1.0], "x": Call(system, f"touch '{marker}'")}, protocol=4))
+    return path, marker
+
+
+def make_functools_partial(tmp_path):
+    import functools
+
+    marker = _marker(tmp_path, "partial")
+    path = Path(tmp_path) / "partial.pth"
+    torch.save({"state_dict": _tensors(), "x": Call(functools.partial(os.system, f"touch '{marker}'"))}, path)
+    return path, marker
+
+
+NESTED = [make_raw_pickle_nested_archive, make_nested_raw_pickle, make_nested_legacy_blob, make_nested_zip_from_ints,
+          make_nested_twice]
+DECOYS = [make_stack_global_memo, make_decoy_pop, make_decoy_pop_mark, make_decoy_dup, make_decoy_memo_after_pop,
+          make_decoy_in_zip]
+TAR = [make_tar_polyglot_storages, make_tar_polyglot_pickle]
+DENYLIST_GAPS = [make_uuid_command, make_pydoc_locate, make_attrgetter, make_functools_partial]
+
 ALL_HOSTILE = [
     make_zip_os_system,
     make_zip_exec,
@@ -233,4 +419,8 @@ ALL_HOSTILE = [
     make_frame_overrun,
     make_zip_frame_overrun,
     make_stack_global_memo,
+    *NESTED[1:],
+    *DECOYS[1:],
+    *TAR,
+    *DENYLIST_GAPS,
 ]
