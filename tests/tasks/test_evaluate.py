@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +117,60 @@ def test_evaluate_reports_an_unreadable_image_and_goes_on(tmp_path):
                  workers=0, device="cpu")
     assert r.num_images == 6 and r.top1 == 1.0
     assert [p for p, _ in r.skipped] == [str(data / "a_red" / "broken.png")]
+
+
+def _jpeg_folder(root: Path) -> Path:
+    """Large JPEGs (reduced-size decoding applies to them) in 3 class folders."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    for c, name in enumerate(("a_red", "b_green", "c_blue")):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            arr = rng.integers(0, 90, size=(300, 260, 3), dtype=np.uint8)
+            arr[..., c] = rng.integers(120, 256, size=(300, 260), dtype=np.uint8)
+            Image.fromarray(arr).save(root / name / f"{i}.jpg", quality=90)
+    return root
+
+
+def test_evaluate_decodes_exactly_as_predict_does(tmp_path):
+    """Same engine, same decoding: evaluate's loss equals the loss of predict's logits (reduced-size JPEG decoding
+    included); decoding in full gives a measurably different loss, so the test would see full-size decoding."""
+    import timm
+    from torch import nn
+
+    from pthkit.preprocess import Preprocess
+    from pthkit.tasks.predict import predict
+
+    data = _jpeg_folder(tmp_path / "data")
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", num_classes=3).eval()
+    pre = Preprocess(input_size=(3, 32, 32), crop_pct=0.875)
+    report = evaluate(model, data, preprocess=pre, device="cpu", batch_size=4)
+    paths = sorted(data.rglob("*.jpg"))
+    targets = torch.tensor([("a_red", "b_green", "c_blue").index(p.parent.name) for p in paths])
+
+    def loss(draft: bool) -> float:
+        rows = list(predict(model, pre, paths, mode="logits", draft=draft))
+        return float(nn.functional.cross_entropy(torch.tensor([r.logits for r in rows]), targets))
+
+    assert report.mean_loss == pytest.approx(loss(True), abs=1e-5)
+    assert abs(loss(False) - loss(True)) > 1e-4
+
+
+def test_evaluate_leaves_the_callers_module_as_it_was(tmp_path):
+    import timm
+
+    from pthkit.preprocess import Preprocess
+
+    data = make_image_folder(tmp_path / "data", per_class=2, size=24)
+    torch.manual_seed(0)
+    model = timm.create_model("test_efficientnet", num_classes=3).train()
+    flags = [m.training for m in model.modules()]
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    r1 = evaluate(model, data, preprocess=Preprocess(input_size=(3, 24, 24), crop_pct=1.0), workers=0, device="cpu")
+    assert [m.training for m in model.modules()] == flags
+    assert [p.data_ptr() for p in model.parameters()] == ptrs
+    r2 = evaluate(model.eval(), data, preprocess=Preprocess(input_size=(3, 24, 24), crop_pct=1.0), device="cpu")
+    assert r1.mean_loss == pytest.approx(r2.mean_loss, abs=1e-6)  # evaluated in eval mode both times

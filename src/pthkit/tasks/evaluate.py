@@ -1,7 +1,8 @@
 """Evaluate a classifier on a labelled image folder or CSV: accuracy, per-class scores, confusion, calibration.
 
 :func:`compute_metrics` is the pure part (logits + targets → :class:`EvaluationReport`), so its numbers can be checked
-by hand; :func:`evaluate` loads the model (bundle folder, weights file or ``nn.Module``), runs it over the data and
+by hand; :func:`evaluate` loads the model (bundle folder, weights file, ``pthkit.open`` handle or ``nn.Module``), runs it
+through :mod:`pthkit.engine` (the decoding ``predict`` uses) and
 optionally writes ``confusion_matrix.png`` / ``confusion_matrix.json`` / ``evaluation.json`` to ``out_dir``.
 
 Metrics are computed here with torch rather than scikit-learn (an optional dependency of pthkit): per-class precision,
@@ -11,17 +12,22 @@ calibration error uses 15 equal-width confidence bins ``(lo, hi]`` (Guo et al., 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from pthkit.data.images import ImageSource
+from pthkit.engine import AMP_MODES, Backend, Engine, as_backend, collect
 from pthkit.errors import DatasetError
+
+if TYPE_CHECKING:
+    from pthkit.model import Model
 
 __all__ = ["ClassMetrics", "EvaluationReport", "compute_metrics", "evaluate", "expected_calibration_error"]
 
@@ -180,33 +186,54 @@ def _model_labels(preprocess: Any, config: dict[str, Any] | None) -> list[str] |
     return [str(n) for n in names] if names else None
 
 
-def _load(
-    model_or_bundle: Any, arch: str | None, device: str, trust: bool, preprocess: Any
-) -> tuple[nn.Module, Any, dict | None, str]:
-    from pthkit.bundle import is_bundle, load_bundle
+@dataclass
+class _Loaded:
+    backend: Backend
+    preprocess: Any
+    config: dict[str, Any] | None
+    description: str
+    num_outputs: int | None
 
+
+def _load(model_or_bundle: Any, arch: str | None, device: str, trust: bool, preprocess: Any) -> _Loaded:
+    """A backend for the model (never changing a module the caller passed), its preprocessing and config.
+
+    A path is opened with :func:`pthkit.open` (the handle owns that module); a :class:`pthkit.model.Model` handle
+    runs its ``runner`` (ONNX Runtime …) when set, else its module; an ``nn.Module`` runs where its weights are
+    (``device="auto"``) or on a copy on ``device``.
+    """
+    from pthkit.model import Model
+
+    if isinstance(model_or_bundle, (str, os.PathLike)):
+        from pthkit.api import open as open_model
+
+        model_or_bundle = open_model(model_or_bundle, arch=arch, device=device, trust=trust)
+    if isinstance(model_or_bundle, Model):
+        handle = model_or_bundle
+        pre = preprocess if preprocess is not None else handle.preprocess
+        target: Any = handle.runner if handle.runner is not None else handle.module
+        backend = as_backend(target, owned=True) if isinstance(target, nn.Module) else as_backend(target)
+        return _Loaded(backend, pre, handle.config or None, f"{handle.source} ({handle.architecture})",
+                       handle.num_outputs)
     if isinstance(model_or_bundle, nn.Module):
-        from pthkit.tasks._compat import resolve_for_model
+        module = model_or_bundle
+        if preprocess is None:
+            from pthkit.preprocess import resolve_preprocess
 
-        pre = preprocess if preprocess is not None else resolve_for_model(model_or_bundle, arch=arch)
-        return model_or_bundle.eval(), pre, None, type(model_or_bundle).__name__
-    path = Path(model_or_bundle)
-    if is_bundle(path):
-        model, pre, config = load_bundle(path, device=device)
-        return model, preprocess if preprocess is not None else pre, config, f"bundle {path}"
-    from pthkit.loading import load_model
-    from pthkit.tasks._compat import resolve_for_model
-
-    model, report = load_model(path, arch, device=device, trust=trust)
-    pre = preprocess if preprocess is not None else resolve_for_model(
-        model, arch=getattr(report, "architecture", arch), checkpoint=getattr(report, "checkpoint", None))
-    return model.eval(), pre, None, f"{path} ({getattr(report, 'architecture', arch)})"
+            preprocess = resolve_preprocess(module, arch=arch)
+        backend = as_backend(module, device=None if device == "auto" else device)
+        num = getattr(module, "num_classes", None)
+        return _Loaded(backend, preprocess, None, type(module).__name__, num if isinstance(num, int) else None)
+    backend = as_backend(model_or_bundle)  # a backend/runner object (raises a one-line error otherwise)
+    if preprocess is None:
+        raise DatasetError.build("preprocess", received=f"a {backend.name} backend without preprocessing",
+                                 expected="preprocess= (a pthkit Preprocess)", hint="Pass the model's preprocessing.")
+    return _Loaded(backend, preprocess, None, backend.name, None)
 
 
-@torch.no_grad()
 def evaluate(
-    model_or_bundle: str | os.PathLike | nn.Module,
-    data: str | os.PathLike,
+    model_or_bundle: str | os.PathLike[str] | nn.Module | Model | Backend,
+    data: str | os.PathLike[str],
     *,
     arch: str | None = None,
     preprocess: Any = None,
@@ -216,31 +243,34 @@ def evaluate(
     device: str = "auto",
     amp: str | None = None,
     trust: bool = False,
-    out_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
     bins: int = 15,
+    progress: bool = False,
 ) -> EvaluationReport:
     """Run a model over a labelled dataset and measure it (see the module docstring).
+
+    The images go through the same engine and decoding as :func:`pthkit.predict` (reduced-size JPEG decoding, the
+    same per-image pipeline and batch normalization), so the accuracy measured here is that of what predict outputs.
+    An unreadable image is decoded once, reported in ``skipped``, and left out. The caller's module is not changed.
 
     Dataset classes are matched to model outputs by name when the model knows its label names (a bundle), else by
     position (sorted folder names ↔ output index), which requires as many outputs as classes.
     """
-    from pthkit.tasks._distributed import _pick_device
-    from pthkit.tasks.datasets import ImageItemsDataset, collate_skip_failed, load_eval_data
+    from pthkit.tasks.datasets import load_eval_data
 
-    if batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DatasetError.build("batch size", received=repr(batch_size), expected="at least 1", hint="Fix the option.")
     if workers is not None and workers < 0:
         raise DatasetError.build("workers", received=repr(workers), expected="0 or more (0: load data in this process)",
                                  hint="Fix the option.")
+    if amp is not None and amp not in AMP_MODES:
+        raise DatasetError.build("amp", received=repr(amp), expected="bf16 or fp16", hint="Fix the option.")
     if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
         raise DatasetError.build("out folder", received=f"{out_dir} (a file)", expected="a folder path",
                                  hint="Choose another --out.")
-    dev = _pick_device(device, None)
-    model, pre, config, desc = _load(model_or_bundle, arch, str(dev), trust, preprocess)
-    model = model.to(dev)
-    split = load_eval_data(data)
-    names = list(label_names) if label_names is not None else _model_labels(pre, config)
-    num_out = getattr(model, "num_classes", None)
+    loaded = _load(model_or_bundle, arch, device, trust, preprocess)
+    split = load_eval_data(data, check_images=False)  # the engine reports unreadable images (one decode each)
+    names = list(label_names) if label_names is not None else _model_labels(loaded.preprocess, loaded.config)
     if names is not None:
         index = {n: i for i, n in enumerate(names)}
         unknown = [c for c in split.classes if c not in index]
@@ -251,39 +281,30 @@ def evaluate(
         remap = [index[c] for c in split.classes]
         classes = names
     else:
+        num_out = loaded.num_outputs
         if isinstance(num_out, int) and num_out != len(split.classes):
             raise DatasetError.build("dataset classes", received=f"{len(split.classes)} class folders",
                                      expected=f"{num_out} (the model's outputs) when the model has no label names",
                                      hint="Pass --labels FILE with the model's class names.")
         remap = list(range(len(split.classes)))
         classes = list(split.classes)
-    items = [(p, remap[lbl]) for p, lbl in split.val]
-    n_workers = workers if workers is not None else min(4, max(0, (os.cpu_count() or 1) - 1))
-    loader = torch.utils.data.DataLoader(ImageItemsDataset(items, pre.transform()), batch_size=batch_size,
-                                         num_workers=n_workers, collate_fn=collate_skip_failed,
-                                         pin_memory=dev.type == "cuda")
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp or "")
-    all_logits: list[torch.Tensor] = []
-    all_targets: list[torch.Tensor] = []
-    for batch in loader:
-        if batch is None:
-            continue
-        x, y = batch
-        ctx = torch.autocast(dev.type, dtype=amp_dtype) if amp_dtype else contextlib.nullcontext()
-        with ctx:
-            logits = model(x.to(dev, non_blocking=True))
-        all_logits.append(logits.float().cpu())
-        all_targets.append(y)
-    if not all_logits:
+    paths = [p for p, _ in split.val]
+    source = ImageSource(paths, loaded.preprocess, targets=[remap[lbl] for _, lbl in split.val], workers=workers,
+                         device=loaded.backend.device)
+    engine = Engine(loaded.backend, batch_size=batch_size, amp=amp, progress=progress,  # type: ignore[arg-type]
+                    unit="images", label="evaluate")
+    got = collect(engine, source)
+    skipped = [(paths[i], reason) for i, reason in got.failed]
+    if got.logits.numel() == 0:
         raise DatasetError.build("dataset", received="no image could be evaluated", expected="readable images",
                                  hint="Check the data path.")
-    logits = torch.cat(all_logits)
+    logits = got.logits
     if logits.shape[1] != len(classes):
         raise DatasetError.build("label names", received=f"{len(classes)} names",
                                  expected=f"{logits.shape[1]} (the model's outputs)", hint="Fix --labels.")
-    report = compute_metrics(logits, torch.cat(all_targets), classes, bins=bins)
-    report.skipped = list(split.skipped)
-    report.model = desc
+    report = compute_metrics(logits, got.targets, classes, bins=bins)
+    report.skipped = list(split.skipped) + skipped
+    report.model = loaded.description
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
