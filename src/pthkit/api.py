@@ -168,11 +168,13 @@ def _open_bundle(path: Path, opts: OpenOptions) -> Model:
     kwargs = dict(section.get("arch_kwargs") or cfg.get("model_args") or {})
     if not all(isinstance(k, str) for k in kwargs):
         raise BundleError.build("bundle arch_kwargs", received=repr(kwargs)[:80], expected="an object of named values")
-    if cfg.get("num_classes") is not None:
-        kwargs["num_classes"] = int(cfg["num_classes"])
     named = section.get("arch") or (f"timm:{cfg['architecture']}" if isinstance(cfg.get("architecture"), str)
                                     else cfg.get("architecture"))
     arch = architecture_from_file(named, where=str(path / CONFIG_NAME), explicit=opts.arch, trust=opts.trust)
+    from pthkit.loading.head import accepts_num_classes
+
+    if cfg.get("num_classes") is not None and accepts_num_classes(arch):  # user classes may take no num_classes
+        kwargs["num_classes"] = int(cfg["num_classes"])
     if opts.arch_kwargs:
         kwargs.update(opts.arch_kwargs)
     module = build_model(arch, **kwargs)

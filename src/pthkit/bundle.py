@@ -316,9 +316,12 @@ def bundle_weights(
     flags = dict(overrides or {})
     if label_names is not None:
         flags["label_names"] = list(label_names)
-    pre = resolve_preprocess(model, arch=handle.architecture, checkpoint=handle.checkpoint,
-                             bundle_config=src_cfg, overrides=flags or None)
+    pre: Any = {}  # a non-image model gets no image preprocessing: its input spec says what it takes
+    if handle.input_spec.kind == "image":
+        pre = resolve_preprocess(model, arch=handle.architecture, checkpoint=handle.checkpoint,
+                                 bundle_config=src_cfg, overrides=flags or None)
     extra: dict[str, Any] = {
+        "input_spec": handle.input_spec.to_dict(),
         "source_sha256": _sha256(weights) if Path(weights).is_file() else None, "source_path": str(weights),
         "key_map": dict(handle.key_map), "arch_kwargs": dict(headed.arch_kwargs),
         "load_report": handle.report.to_dict() if handle.report is not None else None,

@@ -144,8 +144,8 @@ def _predict_tables(handle: Model, inputs: list[str], *, columns: list[str] | No
     if json_out and csv_out:
         raise PreprocessError.build("output", received="--json and --csv", expected="one of them")
     machine = json_out or csv_out
-    err_console.print(f"model: {handle.summary_line()}", markup=False)
-    err_console.print(f"input: {handle.input_spec.describe()}", markup=False)
+    err_console.print(f"model: {handle.summary_line()}", markup=False, soft_wrap=True)
+    err_console.print(f"input: {handle.input_spec.describe()}", markup=False, soft_wrap=True)
     for message in handle.warnings:
         warn(message)
     if explain:
@@ -199,3 +199,63 @@ def _predict_tables(handle: Model, inputs: list[str], *, columns: list[str] | No
     err_console.print(f"{total} rows, {failed} failed", markup=False)
     if failed:
         raise typer.Exit(code=1)
+
+
+def wants_table_finetune(data: str, target: str | None, loss: str | None, resume: bool, out: Path) -> bool:
+    """``pthkit finetune`` goes to tables with ``--target``/``--loss``, an array/table file other than a CSV (a CSV
+    without ``--target`` is the image path's ``path,label`` list), or ``--resume`` of a table run."""
+    from pthkit.data.tables import ARRAY_SUFFIXES
+
+    if target is not None or loss is not None:
+        return True
+    if resume and (out / "checkpoints" / "run.json").is_file():
+        return True
+    return Path(data).suffix.lower() in (*ARRAY_SUFFIXES, ".parquet", ".pq", ".tsv", ".jsonl")
+
+
+def finetune_tables(weights: str, data: str, out: Path, *, target: str | None, loss: str | None,
+                    columns: str | None, allow_nan: bool, json_out: bool, **options: Any) -> None:
+    """``pthkit finetune WEIGHTS data.csv --target COL``: :func:`pthkit.tasks.tabular.finetune_table`, printed."""
+    from pthkit.cli._output import console, print_json
+    from pthkit.tasks.tabular import finetune_table
+
+    resume = bool(options.get("resume"))
+    if target is None and not resume:
+        raise PreprocessError.build("--target", received="no target column", expected="the column to predict",
+                                    hint="e.g. --target species")
+    result = finetune_table(options.pop("weights", weights), data, out, target=target or "", loss=loss or "auto",
+                            columns=split_list(columns), allow_nan=allow_nan, **options)
+    if json_out:
+        print_json(result.to_dict())
+    else:
+        console.print(str(result), markup=False)
+
+
+def maybe_evaluate_tables(handle: Model, data: str, *, target: str | None, columns: str | None, allow_nan: bool,
+                          batch_size: int, json_out: bool) -> bool:
+    """``pthkit evaluate`` for a non-image model on a table (MAE/RMSE/R² or classification metrics). Returns False
+    for image models (the image path goes on); refuses ``--target`` with an image model."""
+    if handle.is_image_model:
+        if target is not None or columns is not None:
+            raise PreprocessError.build("--target" if target is not None else "--columns",
+                                        received=f"a table option with an image model ({handle.architecture})",
+                                        expected="an image folder or a CSV of path,label")
+        return False
+    from pthkit.cli._output import console, print_json
+    from pthkit.tasks.tabular import evaluate_table
+
+    report = evaluate_table(handle, data, target=target, columns=split_list(columns), allow_nan=allow_nan,
+                            batch_size=max(batch_size, 256), progress=False)
+    if json_out:
+        print_json(report.to_dict())
+        return True
+    console.print(str(report), markup=False)
+    per_class = getattr(report, "per_class", None)
+    if per_class:
+        from rich.table import Table
+
+        table = Table("class", "precision", "recall", "F1", "support")
+        for c in per_class:
+            table.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+        console.print(table)
+    return True

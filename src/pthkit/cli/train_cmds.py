@@ -30,6 +30,7 @@ from pthkit.cli._options import (
     parse_size,
     preprocess_overrides,
 )
+from pthkit.cli.tabular_cmds import AllowNanOpt, ColumnsOpt, LossOpt, TargetOpt
 
 __all__ = ["register"]
 
@@ -82,8 +83,24 @@ def finetune_command(
     trust: TrustOpt = False,
     json_out: JsonOpt = False,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    target: TargetOpt = None,
+    loss: LossOpt = None,
+    columns: ColumnsOpt = None,
+    allow_nan: AllowNanOpt = False,
 ) -> None:
-    """Fine-tune WEIGHTS on DATA: new head for DATA's classes, best model saved as a bundle in --out."""
+    """Fine-tune WEIGHTS on DATA: new head for DATA's classes, best model saved as a bundle in --out.
+
+    Tables (data.csv --target COL, .parquet, .npz …) fine-tune non-image models: classification or regression
+    chosen from the target column (--loss to override)."""
+    from pthkit.cli.tabular_cmds import finetune_tables, wants_table_finetune
+
+    if wants_table_finetune(data, target, loss, resume, out):
+        finetune_tables(weights, data, out, target=target, loss=loss, columns=columns, allow_nan=allow_nan,
+                        json_out=json_out, arch=arch, arch_kwargs=_arch_kwargs(arch_kwargs), epochs=epochs,
+                        batch_size=batch_size, lr=lr, weight_decay=weight_decay, val_split=val_split, seed=seed,
+                        patience=patience, resume=resume, overwrite=overwrite, device=device, trust=trust,
+                        progress=not no_progress and not json_out)
+        return
     from pthkit.tasks.finetune import finetune
 
     result = finetune(
@@ -128,8 +145,13 @@ def evaluate_command(
     select: SelectOpt = "auto",
     trust: TrustOpt = False,
     json_out: JsonOpt = False,
+    target: TargetOpt = None,
+    columns: ColumnsOpt = None,
+    allow_nan: AllowNanOpt = False,
 ) -> None:
-    """Evaluate MODEL on labelled DATA: top-1/top-5, per-class precision/recall/F1, confusion matrix, ECE."""
+    """Evaluate MODEL on labelled DATA: top-1/top-5, per-class precision/recall/F1, confusion matrix, ECE.
+
+    Non-image models take a table with a --target column: MAE, RMSE and R² for regression."""
     from pthkit.api import open as open_model
     from pthkit.tasks.evaluate import evaluate
 
@@ -138,6 +160,11 @@ def evaluate_command(
     handle = open_model(model, arch=arch, arch_kwargs=_arch_kwargs(arch_kwargs), trust=trust, device=device,
                         select=select, overrides=overrides, labels=str(labels) if labels is not None else None,
                         check=False)
+    from pthkit.cli.tabular_cmds import maybe_evaluate_tables
+
+    if maybe_evaluate_tables(handle, data, target=target, columns=columns, allow_nan=allow_nan,
+                             batch_size=batch_size, json_out=json_out):
+        return
     if handle.module is None:
         from pthkit.errors import LoadError
 
