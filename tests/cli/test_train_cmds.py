@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -144,3 +145,41 @@ def test_evaluate_takes_the_same_model_flags_as_predict(tmp_path, capsys):
     assert report["num_images"] == 6
     assert seen["arch_kwargs"] == {"drop_rate": 0.1} and seen["select"] == "raw"
     assert seen["overrides"]["size"] == (24, 32) and seen["overrides"]["crop_pct"] == 1.0
+
+
+# --- flags reach the API unchanged (the training behaviour behind each is tested in tests/tasks/test_finetune.py) ---
+
+
+class _Result:
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True}
+
+    def __str__(self) -> str:
+        return "trained"
+
+
+def test_finetune_flags_reach_the_api(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch):
+    import pthkit.tasks.finetune as ft
+
+    seen: dict[str, Any] = {}
+
+    def fake(weights, data, out, **kwargs):
+        seen.update(kwargs, weights=weights, data=data, out=out)
+        return _Result()
+
+    monkeypatch.setattr(ft, "finetune", fake)
+    data = tmp_path / "data"
+    data.mkdir()
+    code = main(["finetune", "w.pth", str(data), "--out", str(tmp_path / "run"), "--freeze-epochs", "2",
+                 "--accum-steps", "3", "--class-weights", "balanced", "--amp", "bf16", "--patience", "4",
+                 "--save-every-steps", "5", "--resume", "--seed", "7", "--val-split", "0.3", "--monitor", "val_loss",
+                 "--epochs", "6", "--no-progress"])
+    assert code == 0, capsys.readouterr()
+    assert "trained" in capsys.readouterr().out
+    expected = {"freeze_epochs": 2, "accum_steps": 3, "class_weights": "balanced", "amp": "bf16", "patience": 4,
+                "save_every_steps": 5, "resume": True, "seed": 7, "val_split": 0.3, "monitor": "val_loss",
+                "epochs": 6, "progress": False}
+    assert {k: seen[k] for k in expected} == expected
+    # options not given reach the API as None, so a resume can tell "not given" from "given the default"
+    assert seen["lr"] is None and seen["batch_size"] is None and seen["keep_checkpoint"] is False
+    assert Path(seen["out"]) == tmp_path / "run"

@@ -6,6 +6,7 @@ Tiny model (timm ``test_efficientnet``, ~100k parameters) on 32 px images of 3 c
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 
 from pthkit.errors import LoadError, TrainingError
-from pthkit.tasks.finetune import CHECKPOINT_NAME, FinetuneResult, finetune, load_training_checkpoint
+from pthkit.tasks.finetune import CHECKPOINT_NAME, FinetuneResult, _cosine_warmup, finetune, load_training_checkpoint
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared tiny-data helpers
 from _train_data import CLASSES, TINY_ARCH, make_image_folder, make_tiny_weights
@@ -349,3 +350,50 @@ def test_resume_applies_a_longer_epochs_and_refuses_other_changed_options(tmp_pa
     assert more.resumed and more.epochs_run == 3 and [h["epoch"] for h in more.history] == [1, 2, 3]
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["pthkit"]["training"]["epochs"] == 3
+
+
+# --- schedule and progress bar ---------------------------------------------------------------------------------------
+
+
+def test_linear_warmup_then_cosine_to_zero():
+    f = _cosine_warmup(4, 14)
+    assert [f(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert f(4) == pytest.approx(1.0)
+    assert f(9) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert f(14) == pytest.approx(0.0, abs=1e-12)
+    decay = [f(s) for s in range(4, 15)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_no_warmup_starts_at_full_rate():
+    f = _cosine_warmup(0, 10)
+    assert f(0) == pytest.approx(1.0) and f(10) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_progress_bar_shows_loss_accuracy_and_throughput(tmp_path, monkeypatch):
+    import re
+
+    import pthkit.tasks.finetune as ft
+
+    stats: list[dict[str, str]] = []
+    update = ft._Progress.update
+
+    def recording(self, advance, fields=None):
+        if fields is not None:
+            stats.append(fields)
+        update(self, advance, fields)
+
+    monkeypatch.setattr(ft._Progress, "update", recording)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        weights = make_tiny_weights(tmp_path / "w.pth")
+        data = make_image_folder(tmp_path / "data", per_class=4, size=32)
+        ft.finetune(weights, data, tmp_path / "out", arch=TINY_ARCH, epochs=1, batch_size=4, size=32, workers=0,
+                    seed=0, progress=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert stats, "the bar was never given loss/accuracy/throughput"
+    last = stats[-1]
+    assert re.fullmatch(r"\d+\.\d{4}", last["loss"]) and re.fullmatch(r"[01]\.\d{3}", last["acc"]), last
+    assert re.fullmatch(r"\d+", last["img/s"]) and int(last["img/s"]) > 0, last

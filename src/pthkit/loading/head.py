@@ -132,10 +132,10 @@ def find_head(model: nn.Module) -> Head | None:
         return Head(name=name, kind=kind, in_features=cin, out_features=cout,
                     keys=_keys_of(model, [n for n, _, _ in usable]))
     last: tuple[str, nn.Module, HeadKind] | None = None
-    for name, module in model.named_modules():
-        kind = _head_module_ok(module)
-        if kind is not None and name and not _is_auxiliary(name):
-            last = (name, module, kind)
+    for module_name, candidate in model.named_modules():
+        found = _head_module_ok(candidate)
+        if found is not None and module_name and not _is_auxiliary(module_name):
+            last = (module_name, candidate, found)
     if last is None:
         return None
     name, module, kind = last

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pthkit.errors import TrainingError
+from pthkit.errors import PthkitError, TrainingError
 from pthkit.tasks import _distributed as distributed
 from pthkit.tasks.datasets import (
     DataSplit,
@@ -87,7 +87,7 @@ class FinetuneConfig:
     save_every_steps: int | None = None
 
     def check(self) -> None:
-        def bad(what: str, received: Any, expected: str) -> TrainingError:
+        def bad(what: str, received: Any, expected: str) -> PthkitError:
             return TrainingError.build(what, received=repr(received), expected=expected, hint="Fix the option.")
 
         if self.epochs < 1:
@@ -285,44 +285,40 @@ def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 class _Progress:
-    """A rich progress bar with loss, accuracy and img/s (rank 0 only; a no-op when disabled)."""
+    """The epoch bar (loss, accuracy, img/s) on the one progress helper, :class:`pthkit.engine.ProgressBar`; log
+    lines print above it. Rank 0 only; a no-op when disabled."""
+
+    FIELDS = ("loss", "acc", "img/s")
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.bar = None
-        self.task = None
+        self.bar: Any = None
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> _Progress:
         if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from pthkit.engine import ProgressBar
 
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[stats]}"), TimeElapsedColumn(),
-                                console=Console(stderr=True), transient=False)
-            self.bar.__enter__()
+            self.bar = ProgressBar("fine-tune", None, fields=self.FIELDS, transient=False, elapsed=True)
         return self
 
     def start(self, description: str, total: int, completed: int) -> None:
         if self.bar is not None:
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            self.task = self.bar.add_task(description, total=total, completed=completed, stats="")
+            self.bar.update(description=description, total=total, completed=completed,
+                            **{name: "-" for name in self.FIELDS})
 
-    def update(self, advance: int, stats: str | None = None) -> None:
-        if self.bar is not None and self.task is not None:
-            if stats is None:
-                self.bar.update(self.task, advance=advance)
-            else:
-                self.bar.update(self.task, advance=advance, stats=stats)
+    def update(self, advance: int, stats: dict[str, str] | None = None) -> None:
+        if self.bar is not None:
+            self.bar.advance(advance)
+            if stats:
+                self.bar.update(**stats)
 
     def log(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(message, markup=False, highlight=False)
+        if self.enabled:
+            print(message, file=sys.stderr, flush=True)  # rich's live display prints it above the bar
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
-            self.bar.__exit__(*exc)
+            self.bar.close()
 
 
 def _validate(model: nn.Module, loader: Any, device: torch.device, amp: str | None,
@@ -466,7 +462,7 @@ def finetune(
                                       expected="a new folder",
                                       hint="Pass --resume to continue that run, --overwrite to replace it, "
                                       "or another --out.")
-        cfg = FinetuneConfig(weights=str(weights_name), data=str(data), **given)
+        cfg = FinetuneConfig(weights=str(weights_name), data=str(data), **given)  # type: ignore[arg-type]
     cfg.check()
     if out.exists() and not out.is_dir():
         raise TrainingError.build("out folder", received=f"{out} (a file)", expected="a folder path",
@@ -623,8 +619,8 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
         while epoch < cfg.epochs and not stopped_early:
             frozen = epoch < cfg.freeze_epochs
             if frozen != phase:
-                for name, p in model.named_parameters():
-                    p.requires_grad_(not frozen or name in head_names)
+                for pname, param in model.named_parameters():
+                    param.requires_grad_(not frozen or pname in head_names)
                 if info.distributed:  # DDP fixes the set of trainable parameters when built: rebuild per phase
                     ddp_model = nn.parallel.DistributedDataParallel(
                         model, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -648,7 +644,9 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
                     y = y.to(dev, non_blocking=True)
                     if dev.type == "cuda":
                         x = x.contiguous(memory_format=torch.channels_last)
-                    sync = contextlib.nullcontext() if boundary or not info.distributed else ddp_model.no_sync()
+                    sync: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+                    if info.distributed and not boundary:  # accumulate locally; all-reduce at the boundary
+                        sync = cast(nn.parallel.DistributedDataParallel, ddp_model).no_sync()
                     with sync:
                         with amp_ctx():
                             logits = ddp_model(x)
@@ -676,9 +674,9 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
                     last_ui = now
                     n = sums[2] + count_acc
                     seen_t = epoch_time + now - t0
-                    stats = (f"loss {(sums[0] + loss_acc.item()) / max(1, n):.4f} "
-                             f"acc {(sums[1] + correct_acc.item()) / max(1, n):.3f} "
-                             f"{n * info.world_size / max(seen_t, 1e-9):.0f} img/s")
+                    stats = {"loss": f"{(sums[0] + loss_acc.item()) / max(1, n):.4f}",
+                             "acc": f"{(sums[1] + correct_acc.item()) / max(1, n):.3f}",
+                             "img/s": f"{n * info.world_size / max(seen_t, 1e-9):.0f}"}
                     bar.update(1, stats)
                 else:
                     bar.update(1)
