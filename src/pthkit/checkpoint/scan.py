@@ -146,12 +146,12 @@ class _Scanner:
                     self.c.add("unparseable", f"{w}: {err}", "warning")
                     return placeholder
                 try:
-                    self.zip(archive, w, None, depth + 1)
+                    value = self.zip(archive, w, None, depth + 1)
                 finally:
                     archive.close()
             else:
-                self.legacy_stream(io.BytesIO(data), len(data), w, depth + 1)
-            return placeholder
+                value = self.legacy_stream(io.BytesIO(data), len(data), w, depth + 1)[1]
+            return placeholder if value is None else value  # a storage payload goes on as a (meta) storage
 
         return follow
 
@@ -174,31 +174,32 @@ class _Scanner:
             pos = result.end
 
     # -- legacy stream: what torch.load reads when the file is neither zip nor tar ----------------------------------
-    def legacy_stream(self, fh: BinaryIO, size: int, where: str, depth: int) -> str:
+    def legacy_stream(self, fh: BinaryIO, size: int, where: str, depth: int) -> tuple[str, Any]:
+        """Walk the pickles torch.load's legacy path reads; returns the kind seen and the main object (scan mode)."""
         reader = BoundedReader(fh, 0, size)
         first = self.run(where, reader, None, depth)
         if first.error is not None:
-            return "pickle"
+            return "pickle", None
         if first.value != LEGACY_MAGIC:
             # torch.load stops here ("Invalid magic number"); pickle.load reads only this pickle too.
             self.trailing(where, reader, first.end, size, depth, "after the pickle (no loader reads them)")
-            return "pickle"
+            return "pickle", None
         version = self.run(f"{where}@{first.end}", reader, None, depth)
         if version.error is not None or version.value != 1001:
-            return "legacy"
+            return "legacy", None
         sys_info = self.run(f"{where}@{version.end}", reader, None, depth)
         if sys_info.error is not None:
-            return "legacy"
+            return "legacy", None
         records = _LegacyRecords()
         main = self.run(f"{where}@{sys_info.end}", reader, records, depth)
         if main.error is not None:
-            return "legacy"
+            return "legacy", None
         keys = self.run(f"{where}@{main.end}", reader, None, depth)
         if keys.error is not None:
-            return "legacy"
+            return "legacy", None
         if not isinstance(keys.value, list) or not all(isinstance(k, str) for k in keys.value):
             self.c.add("integrity", f"{where}: a malformed storage key list", "warning")
-            return "legacy"
+            return "legacy", None
         pos = keys.end
         for key in keys.value:
             reader.seek(pos)
@@ -206,20 +207,22 @@ class _Scanner:
             dtype, declared = records.seen.get(key, (None, 0))
             if len(head) != 8 or dtype is None:
                 self.c.add("integrity", f"{where}: storage record {key!r} missing or unreferenced", "warning")
-                return "legacy"
+                return "legacy", None
             (numel,) = struct.unpack("<q", head)
             if numel < declared or numel < 0 or pos + 8 + numel * dtype.itemsize > size:
                 self.c.add("integrity", f"{where}: storage record {key!r} shorter than declared or past the end", "warning")
-                return "legacy"
+                return "legacy", None
             pos += 8 + numel * dtype.itemsize
         missing = [k for k in records.seen if k not in set(keys.value)]
         if missing:
             self.c.add("integrity", f"{where}: references to storages {missing[:3]} that the file lacks", "warning")
         self.trailing(where, reader, pos, size, depth, "after the last storage record (torch.load never reads them)")
-        return "legacy"
+        return "legacy", main.value
 
     # -- zip ------------------------------------------------------------------------------------------------------------
-    def zip(self, archive: ZipArchive, where: str, max_bytes: int | None, depth: int) -> None:
+    def zip(self, archive: ZipArchive, where: str, max_bytes: int | None, depth: int) -> Any:
+        """Walk every pickle member; returns the main pickle's object (scan mode) or None."""
+        main_value: Any = None
         problems = archive.problems()
         for prob in problems:
             self.c.add(prob.kind, f"{where}: {prob.detail}", prob.severity)
@@ -251,6 +254,8 @@ class _Scanner:
             stream = io.BytesIO(data)
             result = self.run(f"{where}/{name}", stream, storages, depth)
             if result.error is None:
+                if name == main:
+                    main_value = result.value
                 self.trailing(f"{where}/{name}", stream, result.end, len(data), depth, "after the pickle's STOP")
         # Duplicate members: zipfile keeps the last; other readers the first. Walk every copy.
         seen: set[str] = set()
@@ -264,6 +269,7 @@ class _Scanner:
                     continue
                 self.run(f"{where}/{info.filename} (duplicate)", io.BytesIO(data), _AnyRecords(), depth)
             seen.add(info.filename)
+        return main_value
 
     # -- tar: torch's pre-0.4 format, tried first for every real file that is not a zip ---------------------------------
     def tar(self, p: Path) -> None:
@@ -418,7 +424,7 @@ def _scan_file(s: _Scanner, p: Path, size: int) -> str:
         s.c.add("unparseable", f"{p.name}: a zip archive torch.load does not recognize as one", "warning")
     # Neither zip nor tar: torch.load unpickles the legacy stream's first pickle, whatever the file looks like.
     with open(p, "rb") as fh:
-        kind = s.legacy_stream(fh, size, p.name, 0)
+        kind = s.legacy_stream(fh, size, p.name, 0)[0]
     if fmt in ("legacy", "pickle") and kind != fmt:
         s.c.add("format", f"{p.name}: detected as {fmt} but torch.load reads it as {kind}", "warning")
     return fmt
