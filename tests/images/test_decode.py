@@ -225,6 +225,35 @@ def test_decompression_bomb_warning_is_an_error(tmp_path: Path, monkeypatch: pyt
         open_image(p)
 
 
+def test_bombs_are_refused_in_decoding_threads_without_catch_warnings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """catch_warnings swaps the process-wide filter list (not thread safe): open_image must not use it. A bomb is
+    still refused from a thread pool, even when another filter ignores PIL's warning."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    def forbidden(*_a: object, **_k: object) -> None:
+        raise AssertionError("warnings.catch_warnings used while decoding")
+
+    p = tmp_path / "big.png"
+    Image.new("L", (100, 100)).save(p)
+    ok = tmp_path / "ok.png"
+    Image.new("RGB", (50, 50), (10, 20, 30)).save(ok)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 6000)
+    monkeypatch.setattr(warnings, "catch_warnings", forbidden)
+    monkeypatch.setattr(warnings, "filters", list(warnings.filters))  # restored after the test
+    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # someone else's filter: the size check holds
+
+    def one(path: Path) -> str:
+        try:
+            return f"{open_image(path).size}"
+        except ImageError as err:
+            return "bomb" if "decompression bomb" in str(err) else str(err)
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(one, [p, ok] * 8))
+    assert got == ["bomb", "(50, 50)"] * 8
+
+
 # --- reduced-size JPEG decoding --------------------------------------------------------------------------------------
 
 

@@ -106,7 +106,9 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
         raise _bad(path, f"not UTF-8 text at byte {err.start}", "a UTF-8 text or JSON file",
                    "Save the file as UTF-8.") from err
     stripped = text.strip()
-    if path.suffix.lower() == ".json" or stripped.startswith(("[", "{")):
+    if not stripped:
+        names: list[str] = []
+    elif path.suffix.lower() == ".json" or stripped.startswith(("[", "{")):
         names = _from_json(path, stripped)
     else:
         names = [line.strip() for line in text.splitlines() if line.strip()]

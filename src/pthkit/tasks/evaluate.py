@@ -256,7 +256,7 @@ def evaluate(
     Dataset classes are matched to model outputs by name when the model knows its label names (a bundle), else by
     position (sorted folder names ↔ output index), which requires as many outputs as classes.
     """
-    from pthkit.tasks.datasets import load_eval_data
+    from pthkit.data.splits import load_eval_data
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise DatasetError.build("batch size", received=repr(batch_size), expected="at least 1", hint="Fix the option.")

@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from pthkit.data.images import ImageFolderDataset
+from pthkit.data.inputs import expand_inputs, missing_inputs
+from pthkit.data.splits import load_eval_data, load_training_data
 from pthkit.errors import InputNotFoundError
-from pthkit.images import expand_inputs, missing_inputs
 
 
 @pytest.fixture
@@ -70,3 +73,34 @@ def test_no_inputs_is_an_error():
 def test_missing_list_file(tmp_path: Path):
     with pytest.raises(InputNotFoundError, match="list of image paths"):
         expand_inputs(["@" + str(tmp_path / "nope.txt")])
+
+def _png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), 100, dtype=np.uint8)).save(path)
+    return path
+
+
+def test_dotfiles_and_dot_folders_are_dropped_everywhere(tmp_path: Path):
+    root = tmp_path / "data"
+    for c in ("a", "b"):
+        for i in range(3):
+            _png(root / c / f"{i}.png")
+        _png(root / c / f".hidden{c}.png")
+        _png(root / c / ".thumbnails" / "t.png")
+        _png(root / c / "sub" / "deep.webp")
+    _png(root / ".git" / "x.png")  # a dot-folder at the top is not a class either
+    visible = {p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(root).parts)}
+    assert set(expand_inputs([root])) == visible
+    assert {Path(p) for p, _ in ImageFolderDataset(root).items} == visible  # type: ignore[misc]
+    assert ImageFolderDataset(root).classes == ["a", "b"]
+    split = load_eval_data(root)
+    assert {Path(p) for p, _ in split.val} == visible and split.classes == ["a", "b"]
+    train = load_training_data(root, val_split=0.25, check_images=False)
+    assert {Path(p) for p, _ in train.train + train.val} == visible
+
+
+def test_folder_order_is_by_relative_path(tmp_path: Path):
+    for name in ("b.png", "a/z.png", "a.png", "C.png"):
+        _png(tmp_path / name)
+    assert [p.relative_to(tmp_path).as_posix() for p in expand_inputs([tmp_path])] == ["C.png", "a.png", "a/z.png",
+                                                                                      "b.png"]
