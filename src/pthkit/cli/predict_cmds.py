@@ -124,6 +124,19 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def _refuse_empty_folders(inputs: list[str]) -> None:
+    """A folder input with no files in it is an error now, before the model is loaded (it used to load first)."""
+    from pthkit.errors import InputNotFoundError
+
+    for entry in inputs:
+        folder = Path(entry)
+        if entry != "-" and folder.is_dir() and not any(p.is_file() and not p.name.startswith(".")
+                                                         for p in folder.rglob("*")):
+            raise InputNotFoundError.build("inputs", received=f"{folder} (an empty folder)",
+                                           expected="a folder with images (or data files) in it",
+                                           hint="Check the path; nothing was loaded.")
+
+
 def predict_command(
     model: Annotated[str, typer.Argument(help="Weights file (.pth, .pt, .bin, .safetensors …) or a pthkit bundle folder.")],
     inputs: Annotated[list[str], typer.Argument(
@@ -178,6 +191,8 @@ def predict_command(
     machine = json_out or csv_out
     overrides = _overrides(size=parse_size(size), crop_pct=crop_pct, mean=mean, std=std, interpolation=interpolation,
                            channel_order=channel_order, scale=scale)
+
+    _refuse_empty_folders(inputs)  # before the model is loaded (that can take a minute): nothing to predict on
 
     from pthkit.cli.tabular_cmds import maybe_predict_tables
 
