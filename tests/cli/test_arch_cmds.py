@@ -136,10 +136,29 @@ def test_identify_with_user_arch_shows_where_it_fits(capsys, user_files):
 
 
 def test_identify_table_for_a_torchvision_file(capsys, resnet_file):
-    code, out, err = run(capsys, "identify", resnet_file, "--arch", "torchvision:resnet18", "--top", "3")
+    code, out, err = run(capsys, "identify", resnet_file, "--arch", "torchvision:resnet18", "--top-k", "3")
     assert code == 0, err
     assert "torchvision:resnet18" in out and "num_classes=1000" in out
     assert "strict load would succeed" in out
+
+
+def test_identify_top_k_is_the_flag_and_top_its_hidden_alias(capsys, resnet_file, monkeypatch):
+    import pthkit.architectures as architectures
+
+    asked: list[int] = []
+    real = architectures.identify
+
+    def spy(tensors, *, top=5, include=None):
+        asked.append(top)
+        return real(tensors, top=top, include=include)
+
+    monkeypatch.setattr(architectures, "identify", spy)
+    args = ("identify", resnet_file, "--arch", "torchvision:resnet18", "--json")
+    assert run(capsys, *args, "--top-k", "2")[0] == 0
+    assert run(capsys, *args, "--top", "3")[0] == 0  # the old name still works
+    assert run(capsys, *args, "--top-k", "2", "--top", "3")[0] == 2  # and disagreeing with it is a usage error
+    assert [t for t in asked if t != 1] == [2, 3]  # (top=1: check_fit matching --arch)
+    assert "--top " not in " ".join(run(capsys, "identify", "--help")[1].split()).replace("--top-k", "")
 
 
 def _unconfident(monkeypatch):
