@@ -223,6 +223,9 @@ def predict_command(
 
     mode = "sigmoid" if multi_label else ("logits" if logits else "softmax")
     progress = len(paths) >= _PROGRESS_FROM and err_console.is_terminal
+    from pthkit.engine.threads import cli_thread_policy
+
+    cli_thread_policy()  # the CLI's thread policy, once (the library never changes torch's threads)
     results = handle.predict(
         paths, batch_size=batch_size, workers=workers, top_k=top_k, mode=mode,  # type: ignore[arg-type]
         threshold=threshold, features=features is not None, amp=amp, compile=compile_model,  # type: ignore[arg-type]

@@ -170,6 +170,9 @@ def evaluate_command(
 
         raise LoadError.build("evaluate", received=f"{handle.architecture} (no PyTorch module)",
                               expected="a weights file or a bundle", hint="Evaluate the model it was exported from.")
+    from pthkit.engine.threads import cli_thread_policy
+
+    cli_thread_policy()  # the CLI's thread policy, once (the library never changes torch's threads)
     report = evaluate(handle.module, data, arch=handle.architecture, preprocess=handle.preprocess,
                       label_names=handle.labels, batch_size=batch_size, workers=workers, device=device, amp=amp,
                       trust=trust, out_dir=out)
