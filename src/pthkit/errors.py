@@ -155,3 +155,7 @@ class ExportError(PthkitError, RuntimeError):
 
 class NoTensorDataError(CheckpointError):
     """The file holds tensor shapes but no data (tensors saved on the ``meta`` device): nothing to load."""
+
+
+class ParityError(ExportError):
+    """An export (or a faster backend) gives different outputs than the torch model beyond the tolerance."""

@@ -28,6 +28,7 @@ ArchKwargsOpt = Annotated[
     typer.Option("--arch-kwargs", help="Constructor arguments for --arch, key=value (value parsed as Python literal)."),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1, mps.")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="torch (default), onnxruntime, openvino, or auto: export once (cached), check parity, run the fastest backend that passes.")]
 
 # The same choices as ``read_checkpoint(select=...)``; kept here because importing ``pthkit.checkpoint`` imports torch.
 SelectMode = Literal["auto", "raw", "ema"]

@@ -77,6 +77,7 @@ _COMMAND_MODULES = (
     "pthkit.cli.predict_cmds",  # predict
     "pthkit.cli.train_cmds",  # finetune, evaluate, bundle
     "pthkit.cli.serve_cmds",  # serve
+    "pthkit.cli.export_cmds",  # export
 )
 
 
