@@ -7,7 +7,8 @@ pthkit), side by side in one run, interleaved, repeated; medians reported:
   (a) the classic per-image loop: PIL open, Resize((224, 224)), ToTensor, Normalize, batch 1, no_grad;
   (b) timm's inference.py recipe: timm ImageDataset + create_transform (eval, same values as pthkit resolved) +
       DataLoader with 2 workers, same batch size;
-  (c) pthkit.tasks.predict.predict with its defaults (CLI start-up cost measured separately);
+  (c) pthkit.tasks.predict.predict with its defaults, after the CLI's thread policy
+      (pthkit.engine.threads.cli_thread_policy, as `pthkit predict` runs it; CLI start-up cost measured separately);
   (d) the model-only ceiling: preprocessed tensors already in memory, same batch size, channels_last, inference_mode,
       the faster of 1 thread and all threads.
 
@@ -99,9 +100,17 @@ def run_timm(model, pre, paths, batch_size):
 
 
 def run_pthkit(model, pre, paths, batch_size, **kwargs):
+    """pthkit's predict as ``pthkit predict`` runs it: the CLI's thread policy (decided once: the cores other jobs
+    leave free), then the library with its defaults (which never changes threads itself)."""
+    from pthkit.engine.threads import cli_thread_policy
     from pthkit.tasks.predict import predict
 
-    return [p.classes[0].index for p in predict(model, pre, [str(IMAGES)], batch_size=batch_size, **kwargs)]
+    previous = torch.get_num_threads()
+    cli_thread_policy()
+    try:
+        return [p.classes[0].index for p in predict(model, pre, [str(IMAGES)], batch_size=batch_size, **kwargs)]
+    finally:
+        torch.set_num_threads(previous)
 
 
 def preprocessed(pre, paths):
@@ -165,7 +174,7 @@ def breakdown(model, pre, paths) -> dict[str, float]:
     """Milliseconds per image, 1 thread, one after the other: decode (reduced-size), resize + crop (PIL), uint8 ->
     normalized float (per batch), model forward (batch size 32, channels_last)."""
     from pthkit.images import open_image
-    from pthkit.images.dataset import draft_size_for, split_transform
+    from pthkit.data.images import draft_size_for, split_transform
 
     per_image, tail = split_transform(pre.transform())
     previous = torch.get_num_threads()
@@ -319,7 +328,7 @@ def render(rows, paths, mp, bs, repeats) -> str:
         f"- Command: `.venv/bin/python benchmarks/predict.py --repeats {repeats} --batch-size {bs} --copies "
         f"{len(paths) // 80}`; load average (1 min) at the start: {START_LOAD:.2f}.",
         "- (a) classic per-image loop (PIL, Resize((224,224)), batch 1); (b) timm inference.py recipe (ImageDataset + "
-        "create_transform + DataLoader, 2 workers); (c) `pthkit.tasks.predict.predict` defaults; (d) model only "
+        "create_transform + DataLoader, 2 workers); (c) `pthkit.tasks.predict.predict` defaults after the CLI thread policy (`cli_thread_policy`, once); (d) model only "
         "(tensors in memory, channels_last, inference_mode, best of 1 and all threads).",
         "",
         "| model | (a) classic | (b) timm recipe | (c) pthkit | (d) model only | (c)/(a) | (c)/(b) | (c)/(d) | "

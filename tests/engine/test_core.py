@@ -167,3 +167,28 @@ def test_torch_backend_copies_instead_of_moving_the_callers_module():
     assert next(net.parameters()).device.type == "cpu"
     owned = TorchBackend(net, device="meta", owned=True)
     assert not owned.copied and next(net.parameters()).device.type == "meta"
+
+
+def test_engine_for_a_handle_prefers_its_runner_and_owns_its_module():
+    from types import SimpleNamespace
+
+    from pthkit.engine import engine_for
+
+    class Runner:  # pthkit.model.Runner: no device attribute -> CPU batches
+        name = "onnxruntime"
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+        def describe(self) -> dict[str, Any]:
+            return {"name": self.name}
+
+    net = nn.Linear(4, 2)
+    handle = SimpleNamespace(runner=Runner(), module=net, architecture="x")
+    engine = engine_for(handle, batch_size=3)  # type: ignore[arg-type]
+    assert engine.backend.name == "onnxruntime" and engine.backend.device == torch.device("cpu")
+    got = collect(engine, Rows())
+    torch.testing.assert_close(got.logits, Rows().data[[0, 1, 2, 4, 5, 6]] + 1)
+    handle.runner = None
+    torch_engine = engine_for(handle, device="meta")  # type: ignore[arg-type]
+    assert torch_engine.backend.name == "torch" and net.weight.device.type == "meta"  # the handle's module moved

@@ -22,6 +22,7 @@ from pthkit.engine.backends import (
     as_backend,
     cpu_supports_bf16,
 )
+from pthkit.engine.build import backend_for, engine_for
 from pthkit.engine.core import (
     Collected,
     Engine,
@@ -57,9 +58,11 @@ __all__ = [
     "RunInterrupted",
     "TorchBackend",
     "as_backend",
+    "backend_for",
     "collect",
     "cpu_supports_bf16",
     "current_progress",
+    "engine_for",
     "evaluate_batches",
     "first_tensor",
     "progress_bar",

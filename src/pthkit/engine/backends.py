@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from pthkit.engine.types import Backend, Outputs
 from pthkit.errors import PreprocessError
+
+if TYPE_CHECKING:
+    from pthkit.model import Runner
 
 __all__ = ["FeatureExtractor", "TorchBackend", "as_backend", "cpu_supports_bf16"]
 
@@ -175,7 +178,7 @@ class TorchBackend:
 
 
 def as_backend(
-    model: nn.Module | Backend,
+    model: nn.Module | Backend | Runner,
     *,
     device: str | torch.device | None = None,
     channels_last: bool = True,
@@ -198,9 +201,9 @@ def as_backend(
                 expected="a torch module (features and torch.compile need torch)",
                 hint="Drop --features/--compile or use --backend torch.",
             )
-        if not isinstance(getattr(model, "device", None), torch.device):
-            return _DeviceDefault(model)
-        return model
+        if isinstance(model, Backend) and isinstance(model.device, torch.device):
+            return model
+        return _DeviceDefault(model)
     raise PreprocessError.build(
         "model", received=type(model).__name__,
         expected="a torch.nn.Module or a backend (callable with .name and .describe(), e.g. an ONNX Runtime runner)",
