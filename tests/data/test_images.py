@@ -114,3 +114,48 @@ def test_split_transform_keeps_other_callables_whole():
         return torch.zeros(3, 2, 2)
 
     assert split_transform(fn) == (fn, None)
+
+
+def test_image_source_threads_and_processes_give_the_same_batches(tmp_path: Path):
+    import numpy as np
+
+    from pthkit.data.images import ImageSource
+    from pthkit.engine import InputSource
+    from pthkit.preprocess.types import Preprocess
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (30 + i, 40, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    bad = tmp_path / "bad.png"
+    bad.write_text("no")
+    paths.insert(2, bad)
+    pre = Preprocess(input_size=(3, 16, 16), crop_pct=1.0)
+    whole = pre.transform()
+
+    def run(**kw: object) -> tuple[list[int], list[int], torch.Tensor, list[int]]:
+        src = ImageSource(paths, pre, targets=[0, 1, 2, 0, 1, 2], **kw)  # type: ignore[arg-type]
+        assert isinstance(src, InputSource) and len(src) == 6 and src.name(2) == str(bad)
+        idx, targets, xs, failed = [], [], [], []
+        for b in src.batches(4):
+            failed += [i for i, _ in b.failed]
+            if b.tensors is None:
+                continue
+            assert b.tensors.dtype == torch.uint8 and b.finish is not None
+            xs.append(b.finish(b.tensors))
+            idx += b.indices
+            targets += b.targets.tolist()
+        return idx, targets, torch.cat(xs), failed
+
+    threaded = run()
+    assert ImageSource(paths, pre).plan(4)[0] == "threads"
+    assert ImageSource(paths, pre, workers=2).plan(4) == ("processes", 2)
+    inline = run(workers=0)
+    pooled = run(workers=2)
+    assert threaded[0] == inline[0] == pooled[0] == [0, 1, 3, 4, 5]
+    assert threaded[1] == [0, 1, 0, 1, 2] and threaded[3] == [2]
+    assert torch.equal(threaded[2], inline[2]) and torch.equal(threaded[2], pooled[2])
+    expected = torch.stack([whole(Image.open(paths[i]).convert("RGB")) for i in threaded[0]])
+    assert torch.equal(threaded[2], expected)
