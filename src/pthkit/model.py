@@ -161,7 +161,7 @@ class Model:
         if self.is_image_model:
             from pthkit.tasks.predict import predict as predict_images
 
-            module_or_runner: Any = self.module if self.module is not None else self.runner
+            module_or_runner: Any = self.runner if self.runner is not None else self.module  # --backend sets runner
             return predict_images(
                 module_or_runner, self.preprocess, inputs, batch_size=batch_size, workers=workers, top_k=top_k,
                 mode=mode or "softmax", threshold=threshold, features=features, amp=amp, progress=progress,
