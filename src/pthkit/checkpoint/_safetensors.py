@@ -56,6 +56,9 @@ def read_header(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, str], 
         if 8 + n > size:
             raise _bad(f"a header length of {n:,} bytes past the end of the {size:,}-byte file", "a header inside the file")
         raw = f.read(n)
+    declared = raw.count(b'"data_offsets"')  # a byte count before parsing: refuse a million-tensor header in ms
+    if declared > MAX_TENSORS:
+        raise _bad(f"a header listing about {declared:,} tensors", f"at most {MAX_TENSORS:,}", BudgetExceededError)
     if not raw.startswith(b"{"):
         what = "a header starting with whitespace" if raw[:1].isspace() else f"a header starting with {raw[:8]!r}"
         raise _bad(what, "a JSON object starting with '{' (only trailing spaces are allowed)")
