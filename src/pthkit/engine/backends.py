@@ -88,6 +88,10 @@ def _weights_device(module: nn.Module) -> torch.device | None:
     return None
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 def _resolve(device: str | torch.device) -> torch.device:
     from pthkit.loading.device import resolve_device
 
@@ -123,6 +127,8 @@ class TorchBackend:
             raise PreprocessError.build("model", received=type(module).__name__, expected="a torch.nn.Module")
         here = _weights_device(module)
         target = (here or torch.device("cpu")) if device is None else _resolve(device)
+        if here is not None and _same_device(here, target):
+            target = here  # "cuda" asked, weights on "cuda:0": nothing to move
         self.copied = False
         if here is not None and here != target:
             if not owned:

@@ -14,7 +14,7 @@ from typing import Any
 
 from typing_extensions import Self
 
-__all__ = ["ProgressBar", "RunCounters", "current_progress", "progress_bar"]
+__all__ = ["ProgressBar", "RunCounters", "current_progress", "progress_bar", "publish"]
 
 
 class RunCounters:
