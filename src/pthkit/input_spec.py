@@ -239,8 +239,8 @@ def parse_input_shape(value: str | tuple[int | None, ...] | list[int | None]) ->
 
 
 def spec_from_shape(shape: tuple[int | None, ...] | str, *, source: str, dtype: str = "float32") -> InputSpec:
-    """The spec for an explicit per-example shape: ``(10,)`` → features, ``(3, H, W)`` / ``(1, H, W)`` → image,
-    ``(None, 8)`` → sequence, anything else → tensor."""
+    """The spec for an explicit per-example shape: ``(10,)`` → features, ``(None, 8)`` → sequence, anything else →
+    tensor (``(3, 32, 32)`` too: an explicit shape means arrays are fed as they are, not decoded images)."""
     dims = parse_input_shape(shape) if isinstance(shape, str) else parse_input_shape(tuple(shape))
     if dtype not in _DTYPES:
         raise PreprocessError.build("input dtype", received=repr(dtype), expected=" | ".join(_DTYPES))
@@ -248,8 +248,6 @@ def spec_from_shape(shape: tuple[int | None, ...] | str, *, source: str, dtype: 
         return InputSpec(kind="tokens", shape=dims, dtype="int64", source=source)
     if len(dims) == 1:
         return InputSpec(kind="features", shape=dims, source=source)
-    if len(dims) == 3 and dims[0] in (1, 3):
-        return InputSpec(kind="image", shape=dims, channels=dims[0], rank=2, source=source)
     if len(dims) == 2 and dims[0] is None:
         return InputSpec(kind="sequence", shape=dims, batch_first=True, source=source)
     return InputSpec(kind="tensor", shape=dims, channels=dims[0] if len(dims) >= 2 else None,

@@ -152,6 +152,9 @@ def _predict_tables(handle: Model, inputs: list[str], *, columns: list[str] | No
         (err_console if machine else console).print(handle.describe(), markup=False)
     items: Any = inputs if len(inputs) > 1 else inputs[0]
     progress = err_console.is_terminal
+    from pthkit.engine.threads import cli_thread_policy
+
+    cli_thread_policy()  # the CLI's thread policy, once (the library never changes torch's threads)
     chosen_task = task or handle.task
     if save_outputs is not None and not machine and chosen_task != "classify":  # fast path: no per-row objects
         arrays = predict_arrays(handle, items, batch_size=max(batch_size, 1024), columns=columns,
@@ -217,7 +220,10 @@ def finetune_tables(weights: str, data: str, out: Path, *, target: str | None, l
                     columns: str | None, allow_nan: bool, json_out: bool, **options: Any) -> None:
     """``pthkit finetune WEIGHTS data.csv --target COL``: :func:`pthkit.tasks.tabular.finetune_table`, printed."""
     from pthkit.cli._output import console, print_json
+    from pthkit.engine.threads import cli_thread_policy
     from pthkit.tasks.tabular import finetune_table
+
+    cli_thread_policy()  # the CLI's thread policy, once (the library never changes torch's threads)
 
     resume = bool(options.get("resume"))
     if target is None and not resume:
@@ -242,7 +248,10 @@ def maybe_evaluate_tables(handle: Model, data: str, *, target: str | None, colum
                                         expected="an image folder or a CSV of path,label")
         return False
     from pthkit.cli._output import console, print_json
+    from pthkit.engine.threads import cli_thread_policy
     from pthkit.tasks.tabular import evaluate_table
+
+    cli_thread_policy()  # the CLI's thread policy, once (the library never changes torch's threads)
 
     report = evaluate_table(handle, data, target=target, columns=split_list(columns), allow_nan=allow_nan,
                             batch_size=max(batch_size, 256), progress=False)

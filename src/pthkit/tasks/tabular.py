@@ -458,7 +458,7 @@ def _write_bundle(module: nn.Module, out_dir: Path, handle: Model, headed: Any, 
         config["num_classes"] = None
         config.get("pretrained_cfg", {}).pop("num_classes", None)
         path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    (out_dir / _CKPT).unlink(missing_ok=True)
+    # checkpoints/last.pt stays (a table model's state is small): --resume --epochs N extends the run later.
 
 
 # --- evaluate ------------------------------------------------------------------------------------------------------------------
