@@ -9,6 +9,7 @@ import torch
 
 from pthkit.cli import main as main_mod
 from pthkit.cli._output import console
+from pthkit.errors import IdentificationError, LoadError, UnknownArchitectureError
 
 USER_MODEL = '''
 from torch import nn
@@ -73,7 +74,7 @@ def test_architectures_lists_with_pattern_and_source(capsys):
 
 def test_architectures_refuses_unknown_source(capsys):
     code, _, err = run(capsys, "architectures", "--source", "keras")
-    assert code == 1 and "--source: received 'keras'" in err
+    assert code == UnknownArchitectureError.exit_code and len(err.strip().splitlines()) == 1
 
 
 def test_load_partial_new_head_prints_the_report(capsys, resnet_file):
@@ -85,20 +86,20 @@ def test_load_partial_new_head_prints_the_report(capsys, resnet_file):
     assert "status: ok" in out
 
 
-def test_load_refused_exits_1_with_report_and_one_line_error(capsys, resnet_file):
+def test_load_refused_exits_with_the_load_error_code_a_report_and_one_line_error(capsys, resnet_file):
     code, out, err = run(capsys, "load", resnet_file, "--arch", "torchvision:resnet18", "--arch-kwargs",
                          "num_classes=10", "--arch-kwargs", "zero_init_residual=True", "--device", "cpu", "--json")
     # arch-kwargs num_classes is a deliberate head change too: loads
     assert code == 0, err
     assert json.loads(out)["reinitialized"] == ["fc.weight", "fc.bias"]
     code, out, err = run(capsys, "load", resnet_file, "--arch", "torchvision:resnet34", "--device", "cpu")
-    assert code == 1
+    assert code == LoadError.exit_code
     assert "status: refused" in out
     lines = [line for line in err.splitlines() if line.startswith("Error:")]
     assert len(lines) == 1 and "weights do not fit torchvision:resnet34" in lines[0] and "--partial" in lines[0]
     code, out, err = run(capsys, "load", resnet_file, "--arch", "torchvision:resnet34", "--device", "cpu", "--json")
     data = json.loads(out)
-    assert code == 1 and data["ok"] is False and "weights do not fit" in data["error"]
+    assert code == LoadError.exit_code and data["ok"] is False and data["error"]
     assert {i["cause"] for i in data["missing"] if not i["harmless"]} == {"not-in-file"}
 
 
@@ -121,7 +122,7 @@ def test_load_user_architecture_from_py_file(capsys, user_files):
     assert code == 0, err
     assert f"loaded 9/9 tensors into {spec} (num_classes=3)" in out  # conv 2 + BN 5 + head 2
     code, out, err = run(capsys, "load", weights, "--arch", spec, "--arch-kwargs", "width=4", "--device", "cpu")
-    assert code == 1 and "7 shape-mismatched [shape]" in err
+    assert code == LoadError.exit_code and "7 shape-mismatched [shape]" in err
 
 
 def test_identify_with_user_arch_shows_where_it_fits(capsys, user_files):
@@ -182,5 +183,5 @@ def test_identify_says_no_confident_match_plainly(capsys, monkeypatch, resnet_fi
 def test_load_without_arch_refuses_when_not_confident(capsys, monkeypatch, resnet_file):
     _unconfident(monkeypatch)
     code, out, err = run(capsys, "load", resnet_file, "--device", "cpu")
-    assert code == 1
+    assert code == IdentificationError.exit_code
     assert "no confident match; top guesses: timm:resnet18 (0.42, low)" in err and "Pass --arch NAME" in err

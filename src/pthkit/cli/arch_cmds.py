@@ -199,7 +199,7 @@ def load(
 ) -> None:
     """Build the architecture (given or identified) and load the file into it; report every key that did not fit.
 
-    Exit code 0 when loaded, 1 when refused (the report is printed first).
+    Exit code 0 when loaded, 7 (LoadError) when refused (the report is printed first).
     """
     from pthkit.errors import LoadError
     from pthkit.loading import load_model

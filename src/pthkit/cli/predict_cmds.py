@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from pthkit.cli._explain import explain_text
-from pthkit.cli._options import ArchKwargsOpt, ArchOpt, DeviceOpt, SizeOpt, TrustOpt, parse_size
+from pthkit.cli._options import ArchKwargsOpt, ArchOpt, BackendOpt, DeviceOpt, SizeOpt, TopAliasOpt, TopKOpt, TrustOpt, parse_size
+from pthkit.cli._options import top_k as resolve_top_k
 from pthkit.cli.tabular_cmds import (
     AllowNanOpt,
     ColumnsOpt,
@@ -44,14 +45,14 @@ def _overrides(**flags: Any) -> dict[str, Any]:
 
 
 def _open(model_path: str, arch: str | None, arch_kwargs: list[str] | None, device: str, trust: bool,
-          overrides: dict[str, Any], labels: Path | None, input_shape: str | None = None) -> Model:
+          overrides: dict[str, Any], labels: Path | None, input_shape: str | None = None, backend: str = "torch") -> Model:
     """The typed handle for MODEL (weights file, bundle, HF folder, export): :func:`pthkit.open`, nothing else."""
     from pthkit.api import open as open_model
     from pthkit.architectures.user_code import parse_arch_kwargs
 
     return open_model(model_path, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) or None, device=device,
                       trust=trust, overrides=overrides or None, labels=str(labels) if labels is not None else None,
-                      input_shape=input_shape)
+                      input_shape=input_shape, backend=backend)
 
 
 def _sanity(predictions: list[Prediction], mode: str, label_names: Any, warn: Any) -> None:
@@ -143,7 +144,8 @@ def predict_command(
         help="Images: files, folders (recursive), globs, @list.txt or a .txt of paths, '-' for paths on stdin.")],
     arch: ArchOpt = None,
     arch_kwargs: ArchKwargsOpt = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Classes shown per image.")] = 5,
+    top_k_opt: TopKOpt = None,
+    top_alias: TopAliasOpt = None,
     multi_label: Annotated[bool, typer.Option("--multi-label", help="Sigmoid per class; show every class over --threshold.")] = False,
     threshold: Annotated[float, typer.Option("--threshold", min=0.0, max=1.0, help="Probability threshold for --multi-label.")] = 0.5,
     logits: Annotated[bool, typer.Option("--logits", help="Raw logits instead of probabilities (full vector in --json/--csv).")] = False,
@@ -152,6 +154,7 @@ def predict_command(
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per forward pass.")] = 32,
     workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Decoding processes (default: 0 for a few images; on CPU a quarter of the cores, at least 1, and the model gets the rest).")] = None,
     device: DeviceOpt = "auto",
+    backend: BackendOpt = "torch",
     amp: Annotated[Optional[str], typer.Option("--amp", help="Autocast precision: bf16 or fp16 (CPU or GPU).")] = None,
     compile_model: Annotated[bool, typer.Option("--compile", help="torch.compile the model (slow start, faster long runs).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON Lines: one JSON object per image (parse line by line).")] = False,
@@ -189,6 +192,7 @@ def predict_command(
         raise PreprocessError.build("--features", received=repr(str(features)),
                                     expected="a file name ending in .npy or .safetensors", hint="e.g. --features emb.npy")
     machine = json_out or csv_out
+    top_k = resolve_top_k(top_k_opt, top_alias, 5)
     overrides = _overrides(size=parse_size(size), crop_pct=crop_pct, mean=mean, std=std, interpolation=interpolation,
                            channel_order=channel_order, scale=scale)
 
@@ -197,7 +201,7 @@ def predict_command(
     from pthkit.cli.tabular_cmds import maybe_predict_tables
 
     done, opened = maybe_predict_tables(
-        model, inputs, open_model=lambda shape: _open(model, arch, arch_kwargs, device, trust, overrides, labels, shape),
+        model, inputs, open_model=lambda shape: _open(model, arch, arch_kwargs, device, trust, overrides, labels, shape, backend),
         input_shape=input_shape, columns=columns, task=task, output_names=output_names, save_outputs=save_outputs,
         allow_nan=allow_nan, top_k=top_k, batch_size=batch_size, json_out=json_out, csv_out=csv_out, explain=explain,
         logits=logits, multi_label=multi_label, threshold=threshold)
@@ -212,7 +216,7 @@ def predict_command(
 
     from pthkit.tasks.predict import save_features
 
-    handle = opened if opened is not None else _open(model, arch, arch_kwargs, device, trust, overrides, labels)
+    handle = opened if opened is not None else _open(model, arch, arch_kwargs, device, trust, overrides, labels, backend=backend)
     preprocess = handle.preprocess
     err_console.print(f"[bold]model:[/bold] {_escape(handle.summary_line())}")
     for message in handle.warnings:

@@ -486,6 +486,8 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
     from safetensors.torch import save_model as st_save_model
 
     from pthkit.bundle import save_bundle
+    from pthkit.engine.progress import RunCounters
+    from pthkit.engine.progress import publish as publish_progress
     from pthkit.loading.head import open_with_classes
     from pthkit.preprocess import resolve_preprocess
 
@@ -635,8 +637,14 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
             correct_acc = torch.zeros((), dtype=torch.float64, device=dev)
             count_acc = 0
             optimizer.zero_grad(set_to_none=True)
+            # What Ctrl-C reports ("Interrupted after 7 of 12 batches of epoch 2/3"); --resume continues from the
+            # last checkpoint.
+            counters = RunCounters(batches_per_epoch, unit=f"batches of epoch {epoch + 1}/{cfg.epochs}")
+            counters.add(batch_in_epoch)
+            publish_progress(counters)
             for batch in train_loader:
                 batch_in_epoch += 1
+                counters.add(1)
                 boundary = batch_in_epoch % cfg.accum_steps == 0 or batch_in_epoch == batches_per_epoch
                 if batch is not None:
                     x, y = batch
