@@ -127,7 +127,7 @@ SAFETENSORS_CASES = {
     "past-eof": (lambda p: safetensors_file(p, {"a": _t()}, b"\0" * 8, length=5000), CorruptCheckpointError, "past the end"),
     "leading-spaces": (lambda p: safetensors_file(p, "   " + json.dumps({"a": _t()}), b"\0" * 8), CorruptCheckpointError, "whitespace"),
     "duplicate-keys": (
-        lambda p: safetensors_file(p, '{"a": %s, "a": %s}' % (json.dumps(_t()), json.dumps(_t(offsets=(8, 16)))), b"\0" * 16),
+        lambda p: safetensors_file(p, f'{{"a": {json.dumps(_t())}, "a": {json.dumps(_t(offsets=(8, 16)))}}}', b"\0" * 16),
         CorruptCheckpointError, "twice",
     ),
     "overlap": (lambda p: safetensors_file(p, {"a": _t(), "b": _t(offsets=(4, 12))}, b"\0" * 12), CorruptCheckpointError, "overlapping"),

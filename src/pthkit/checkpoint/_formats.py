@@ -5,16 +5,17 @@ from __future__ import annotations
 import io
 import mmap as mmap_module
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 import torch
 
 from pthkit.checkpoint._inert import inert_class, unpickle
 from pthkit.checkpoint._pickle_scan import BoundedReader
 from pthkit.checkpoint._zip import ZipArchive, ZipStorages
-from pthkit.checkpoint.detect import LEGACY_MAGIC, _LEGACY_PICKLED
+from pthkit.checkpoint.detect import _LEGACY_PICKLED, LEGACY_MAGIC
 from pthkit.errors import BudgetExceededError, CorruptCheckpointError, UnsupportedFormatError
 
 MAX_NESTED = 3

@@ -12,13 +12,13 @@ restricted too (the C unpickler calls ``__setstate__`` of whatever is on the sta
 
 from __future__ import annotations
 
-import io
 import math
 import pickle
 import re
 import struct
 from collections import Counter, OrderedDict
-from typing import Any, BinaryIO, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +31,18 @@ MAX_DIMS = 64
 _QUANTIZED = {torch.qint8, torch.qint32, torch.quint8, torch.quint4x2, torch.quint2x4}
 
 
+class ByteSource(Protocol):
+    """What the machine reads from: a binary file, ``io.BytesIO`` or a bounded view of a file."""
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+    def tell(self) -> int: ...
+
+    def seek(self, pos: int, whence: int = 0, /) -> int: ...
+
+
 class StorageProvider(Protocol):
     """Gives the bytes of a storage record as a 1-D tensor of ``dtype`` with ``numel`` elements (sizes checked)."""
 
@@ -41,6 +53,7 @@ class InertObject:
     """Stand-in for an object of a class named by the file. Records arguments and state; runs nothing."""
 
     __pthkit_class__ = "?"
+    _pk: dict[str, Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "InertObject":
         obj = object.__new__(cls)
@@ -421,11 +434,15 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     After :meth:`load`, ``globals_seen`` lists every global the stream named.
     """
 
-    dispatch = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined]
+    dispatch: dict[int, Callable[[Any], None]] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined,misc]
+    # set by pickle._Unpickler.load(); declared for the type checker
+    stack: list[Any]
+    read: Callable[[int], bytes]
+    append: Callable[[Any], None]
 
     def __init__(
         self,
-        file: BinaryIO,
+        file: ByteSource,
         storages: StorageProvider | None,
         *,
         nested: Callable[[bytes], Any] | None = None,
@@ -506,7 +523,7 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         mod, _, attr = qualified.rpartition(".")
         if mod == "torch" and attr.endswith("Storage") and attr in storage_dtypes():
             dtype = storage_dtypes()[attr]
-            return _Marker(qualified, None if dtype in _QUANTIZED else dtype)
+            return _Marker(qualified, None if dtype in _QUANTIZED else dtype)  # type: ignore[arg-type]
         if mod == "torch" and attr in dtype_names():
             return dtype_names()[attr]
         return self._inert(qualified)
@@ -585,7 +602,7 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             raise CorruptCheckpointError.build(
                 "pickle", received=f"NEWOBJ of {_short(cls)}", expected="a class named by the file"
             )
-        self.append(cls.__new__(cls, *args) if cls is not NumpyDtypeBuilder else cls(*args))
+        self.append(cls.__new__(cls, *args) if cls is not NumpyDtypeBuilder else cls(*args))  # type: ignore[arg-type,type-var]
 
     dispatch[pickle.NEWOBJ[0]] = load_newobj
 
@@ -625,7 +642,7 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
 
 
 def unpickle(
-    stream: BinaryIO,
+    stream: ByteSource,
     storages: StorageProvider | None,
     *,
     nested: Callable[[bytes], Any] | None = None,
@@ -650,7 +667,7 @@ def unpickle(
 
 
 def run_machine(
-    stream: BinaryIO, storages: StorageProvider | None, *, nested: Callable[[bytes], Any] | None = None
+    stream: ByteSource, storages: StorageProvider | None, *, nested: Callable[[bytes], Any] | None = None
 ) -> tuple[Any, InertUnpickler, Exception | None]:
     """The scanner's entry: run the same machine as :func:`unpickle` (scan mode), never raising on bad data.
 

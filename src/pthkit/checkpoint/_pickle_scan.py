@@ -9,10 +9,11 @@ An opcode or construct the machine does not model stops it, which makes the file
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
-from pthkit.checkpoint._inert import StorageProvider, run_machine
+from pthkit.checkpoint._inert import ByteSource, StorageProvider, run_machine
 from pthkit.errors import CheckpointError
 
 
@@ -36,7 +37,7 @@ class BoundedReader(io.RawIOBase):
     would exhaust memory before the short read is noticed.
     """
 
-    def __init__(self, raw: BinaryIO, start: int, length: int) -> None:
+    def __init__(self, raw: BinaryIO | ByteSource, start: int, length: int) -> None:
         super().__init__()
         self._raw, self._start, self._len, self._pos = raw, start, length, 0
 
@@ -86,7 +87,7 @@ class BoundedReader(io.RawIOBase):
 
 
 def scan_pickle(
-    stream: BinaryIO, storages: StorageProvider | None = None, *, nested: Callable[[bytes], Any] | None = None
+    stream: ByteSource, storages: StorageProvider | None = None, *, nested: Callable[[bytes], Any] | None = None
 ) -> PickleScan:
     """Run the machine over one pickle from ``stream``'s current position up to and including its STOP opcode."""
     start = stream.tell()

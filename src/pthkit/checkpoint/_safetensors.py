@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pthkit.errors import BudgetExceededError, CorruptCheckpointError
+from pthkit.errors import BudgetExceededError, CheckpointError, CorruptCheckpointError
 
 # The safetensors library accepts headers up to 100 MB, which take it (and every tool after it) minutes to walk when
 # they list a million tensors. Real files stay far below both limits (a 70B-parameter shard: < 100 KB, < 2,000 tensors).
@@ -30,7 +30,7 @@ DTYPE_BITS = {
 _HINT = "The file is damaged or was not written by a safetensors writer; download or export it again."
 
 
-def _bad(received: str, expected: str, error: type[CorruptCheckpointError] = CorruptCheckpointError) -> Exception:
+def _bad(received: str, expected: str, error: type[CheckpointError] = CorruptCheckpointError) -> Exception:
     return error.build("safetensors header", received=received, expected=expected, hint=_HINT)
 
 

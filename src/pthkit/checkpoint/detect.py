@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pthkit.checkpoint._paths import check_input, read_small
 from pthkit.checkpoint.types import CheckpointFormat
-from pthkit.errors import CorruptCheckpointError, UnsupportedFormatError
+from pthkit.errors import CorruptCheckpointError, PthkitError, UnsupportedFormatError
 
 # torch.save's legacy (pre-1.6) format starts with a pickled magic number.
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
@@ -38,7 +38,7 @@ _SIGNATURES: list[tuple[bytes, str]] = [
 _LFS_HINT = "a git-lfs pointer: the real file was never downloaded; run `git lfs pull`"
 
 
-def _unsupported(path: Path, seen: str, hint: str | None = None) -> UnsupportedFormatError:
+def _unsupported(path: Path, seen: str, hint: str | None = None) -> PthkitError:
     return UnsupportedFormatError.build(
         f"weights file {path.name}",
         received=seen,
@@ -173,7 +173,7 @@ def _parses_as_pickle(p: Path) -> bool:
     size = p.stat().st_size
     with open(p, "rb") as f:
         try:
-            for op, _, _ in pickletools.genops(BoundedReader(f, 0, size)):
+            for op, _, _ in pickletools.genops(BoundedReader(f, 0, size)):  # type: ignore[arg-type]
                 if op.name == "STOP":
                     return True
         except Exception:  # noqa: BLE001 - anything unparseable is simply "not a pickle"

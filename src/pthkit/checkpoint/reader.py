@@ -27,10 +27,10 @@ import torch
 
 from pthkit.checkpoint import unwrap
 from pthkit.checkpoint._formats import RawRead, open_legacy, read_raw_pickle, read_zip
+from pthkit.checkpoint._paths import check_input, read_small
 from pthkit.checkpoint._policy import classify, torch_weights_only_accepts
 from pthkit.checkpoint._safetensors import read_tensors
 from pthkit.checkpoint._zip import ZipArchive
-from pthkit.checkpoint._paths import check_input, read_small
 from pthkit.checkpoint.detect import INDEX_LIMIT, detect_format
 from pthkit.checkpoint.types import Checkpoint, Finding, Verdict
 from pthkit.errors import (

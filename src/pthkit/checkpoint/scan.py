@@ -19,11 +19,12 @@ import os
 import struct
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from pthkit.checkpoint._formats import MAX_NESTED, MAX_NESTED_BYTES, NestedBudget
-from pthkit.checkpoint._inert import InertObject, StorageProvider, _Marker, inert_class
+from pthkit.checkpoint._inert import ByteSource, InertObject, StorageProvider, _Marker, inert_class
 from pthkit.checkpoint._paths import check_input, read_small
 from pthkit.checkpoint._pickle_scan import BoundedReader, PickleScan, scan_pickle
 from pthkit.checkpoint._policy import classify
@@ -62,11 +63,11 @@ class _Collector:
         for g in result.globals:
             if g not in self.globals:
                 self.globals.append(g)
-            kind = classify(g)
+            rating = classify(g)
             called = " and calls it" if g in result.called else ""
-            if kind == "dangerous":
+            if rating == "dangerous":
                 self.add("dangerous-global", f"{where}: references {g}{called} (can call, import or fetch attributes)", "danger")
-            elif kind == "unknown":
+            elif rating == "unknown":
                 self.add("unknown-global", f"{where}: references {g}{called} (loading would import and run it)", "warning")
         for kind, detail, severity in result.problems:
             self.add(kind, f"{where}: {detail}", severity)
@@ -123,7 +124,7 @@ class _Scanner:
         self._payloads = 0
 
     # -- one pickle ---------------------------------------------------------------------------------------------------
-    def run(self, where: str, stream: BinaryIO, storages: StorageProvider | None, depth: int) -> PickleScan:
+    def run(self, where: str, stream: ByteSource, storages: StorageProvider | None, depth: int) -> PickleScan:
         result = scan_pickle(stream, storages, nested=self._nested(where, depth))
         self.c.pickle(where, result)
         return result
@@ -155,14 +156,14 @@ class _Scanner:
 
         return follow
 
-    def trailing(self, where: str, stream: BinaryIO, start: int, size: int, depth: int, why: str) -> None:
+    def trailing(self, where: str, stream: ByteSource, start: int, size: int, depth: int, why: str) -> None:
         """Bytes no loader reads: a finding, and every pickle found there walked to name what hides in it."""
         if start >= size:
             return
         self.c.add("trailing-data", f"{where}: {size - start:,} bytes {why}", "warning")
         reader = BoundedReader(stream, 0, size)
         pos = start
-        for i in range(MAX_TRAILING_PICKLES):
+        for _ in range(MAX_TRAILING_PICKLES):
             reader.seek(pos)
             result = scan_pickle(reader, _AnyRecords(), nested=self._nested(f"{where}+{pos}", depth))
             if result.error is not None and not result.globals:
@@ -408,6 +409,7 @@ def _scan_file(s: _Scanner, p: Path, size: int) -> str:
         with open(p, "rb") as fh:
             s.legacy_stream(fh, size, p.name, 0)
         return "tar"
+    fmt: str
     try:
         fmt = detect_format(p)
     except CheckpointError as err:

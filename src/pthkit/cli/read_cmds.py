@@ -186,7 +186,7 @@ def _render_tensor_table(ckpt: "Checkpoint", summary: "Summary") -> None:
     table.add_column("dtype")
     table.add_column("role")
     for key, t in ckpt.tensors.items():
-        role = tensor_role(key, t)
+        role: str = tensor_role(key, t)
         if key in tied:
             role += f" (tied to {tied[key]})"
         table.add_row(escape(key), str(list(t.shape)), str(t.dtype).removeprefix("torch."), escape(role))
