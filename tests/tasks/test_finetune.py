@@ -141,7 +141,7 @@ def test_refuses_bad_options_before_anything_runs(tmp_path, setup_data, option):
 
 _KILLED_RUN = textwrap.dedent("""
     import sys, time
-    import pthkit.tasks.datasets as D
+    import pthkit.data.splits as D
     _get = D.ImageItemsDataset.__getitem__
     def slow(self, key):  # slow the data down so the parent can kill the run mid-epoch
         time.sleep(0.03)

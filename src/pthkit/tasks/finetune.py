@@ -8,7 +8,7 @@ decay per optimizer step, optional bf16/fp16 autocast, gradient accumulation, ba
 Nothing is lost: ``out_dir/checkpoints/last.pt`` is written atomically at the end of every epoch and every
 ``save_every_steps`` optimizer steps, with model, optimizer, scheduler, scaler, counters, logs and RNG states, as
 plain tensors/numbers (read back with ``torch.load(weights_only=True)``). The order of batches and each sample's
-augmentation are functions of (seed, epoch, index) (see :mod:`pthkit.tasks.datasets`), so ``resume=True`` skips the
+augmentation are functions of (seed, epoch, index) (see :mod:`pthkit.data.splits`), so ``resume=True`` skips the
 batches already consumed and ends with the same weights as an uninterrupted run.
 
 Under ``torchrun --nproc-per-node N`` the same call trains with DistributedDataParallel (gloo on CPU, nccl on GPU);
@@ -34,9 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pthkit.errors import PthkitError, TrainingError
-from pthkit.tasks import _distributed as distributed
-from pthkit.tasks.datasets import (
+from pthkit.data.splits import (
     DataSplit,
     ImageItemsDataset,
     SeededSampler,
@@ -44,6 +42,8 @@ from pthkit.tasks.datasets import (
     collate_skip_failed,
     load_training_data,
 )
+from pthkit.errors import PthkitError, TrainingError
+from pthkit.tasks import _distributed as distributed
 
 __all__ = ["finetune", "FinetuneConfig", "FinetuneResult", "AmpMode", "ClassWeightsMode", "Monitor",
            "CHECKPOINT_NAME", "BEST_NAME", "load_training_checkpoint"]
