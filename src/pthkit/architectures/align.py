@@ -9,6 +9,7 @@ siblings by their numbers. The same file gives the same pairs in any key order.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -82,6 +83,7 @@ def strip_prefix(file_keys: list[str], model_keys: set[str]) -> str:
     return prefix if prefix and n > counts.get("", 0) else ""
 
 
+@functools.lru_cache(maxsize=65536)
 def natural_key(path: str) -> tuple:
     """Sort key that orders numbers by value: ``_blocks.2`` before ``_blocks.10``, ``layer1_0`` before ``layer1_1``."""
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in _DIGITS.split(path) if p)
@@ -162,17 +164,55 @@ class _Tree:
         return out + [("n", c) for c in self.children.get(path, ())]
 
 
+def _norm(path: str) -> str:
+    return _SEPARATORS.sub("_", path).lower()
+
+
+_SEPARATORS = re.compile(r"[._\-]+")
+
+
+def _pair_group(
+    fs: list[tuple[str, str]], ms: list[tuple[str, str]],
+) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """Pair entries of equal content: the same path up to separators first (``a_b.1`` = ``a.b.1``), then the rest
+    in natural order on both sides."""
+    out = []
+    by_norm: dict[str, list[tuple[str, str]]] = {}
+    for m in sorted(ms, key=lambda e: natural_key(e[1])):
+        by_norm.setdefault(_norm(m[1]), []).append(m)
+    rest_f = []
+    for f in sorted(fs, key=lambda e: natural_key(e[1])):
+        same = by_norm.get(_norm(f[1]))
+        if same:
+            out.append((f, same.pop(0)))
+        else:
+            rest_f.append(f)
+    taken = {m for _, m in out}
+    rest_m = [m for m in sorted(ms, key=lambda e: natural_key(e[1])) if m not in taken]
+    return out + list(zip(rest_f, rest_m))
+
+
 def _numbered(entries: list[tuple[str, str]]) -> bool:
     """True when the entries' paths differ only in their numbers (``blocks.1``/``blocks.2``, ``bn1``/``bn2``)."""
     return len({_DIGITS.sub("#", path) for _, path in entries}) == 1
 
 
 def _contains(big: tuple[int, ...], small: tuple[int, ...]) -> bool:
-    if len(small) > len(big):
+    """Whether multiset ``small`` is inside multiset ``big`` (both sorted tuples of token ids)."""
+    if len(small) > len(big) or not set(small) <= _token_set(big):
         return False
-    need = Counter(small)
-    have = Counter(big)
-    return all(have[t] >= n for t, n in need.items())
+    have = _counts(big)
+    return all(have.get(t, 0) >= n for t, n in _counts(small).items())
+
+
+@functools.lru_cache(maxsize=8192)
+def _token_set(content: tuple[int, ...]) -> frozenset[int]:
+    return frozenset(content)
+
+
+@functools.lru_cache(maxsize=8192)
+def _counts(content: tuple[int, ...]) -> dict[int, int]:
+    return dict(Counter(content))
 
 
 def _tree_pairs(
@@ -218,15 +258,11 @@ def _tree_pairs(
             matched: list[tuple[tuple[str, str], tuple[str, str]]] = []
             for content in by_f.keys() & by_m.keys():
                 fs, ms = by_f[content], by_m[content]
-                if len(fs) > 1 or len(ms) > 1:
-                    blocked = any(c != content and _contains(c, content) for c, _ in nodes)
-                    if blocked:
-                        continue
-                    if len(fs) > 1 and len(ms) > 1 and not (_numbered(fs) and _numbered(ms)):
-                        ties += 1
-                fs = sorted(fs, key=lambda e: natural_key(e[1]))
-                ms = sorted(ms, key=lambda e: natural_key(e[1]))
-                matched += list(zip(fs, ms))
+                if any(c != content and _contains(c, content) for c, _ in nodes):
+                    continue  # an unopened module may hold another of these: pairing now could pick the wrong one
+                if len(fs) > 1 and len(ms) > 1 and not (_numbered(fs) and _numbered(ms)):
+                    ties += 1
+                matched += _pair_group(fs, ms)
             if matched:
                 done_f = {f for f, _ in matched}
                 done_m = {m for _, m in matched}
@@ -237,6 +273,7 @@ def _tree_pairs(
                         pair_units(f[1], m[1])
                     else:
                         solve(ft.expand(f), mt.expand(m))
+                continue
             # 2. Nothing (more) pairs at this level: open the largest unmatched module and try again.
             open_f = [e for e in fpool if e[0] == "n"]
             open_m = [e for e in mpool if e[0] == "n"]
