@@ -258,7 +258,10 @@ def maybe_evaluate_tables(handle: Model, data: str, *, target: str | None, colum
     if json_out:
         print_json(report.to_dict())
         return True
-    console.print(str(report), markup=False)
+    lines = str(report).splitlines()
+    if lines and per_class_report(report):
+        lines[0] = lines[0].replace(" images, ", " rows, ")  # the classification report counts rows here
+    console.print("\n".join(lines), markup=False)
     per_class = getattr(report, "per_class", None)
     if per_class:
         from rich.table import Table
@@ -268,3 +271,8 @@ def maybe_evaluate_tables(handle: Model, data: str, *, target: str | None, colum
             table.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
         console.print(table)
     return True
+
+
+def per_class_report(report: Any) -> bool:
+    """True for a classification report (it has per-class metrics)."""
+    return getattr(report, "per_class", None) is not None

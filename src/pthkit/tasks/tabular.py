@@ -348,7 +348,10 @@ def finetune_table(
             if len(val_idx):
                 row.update(_validate(module, x[val_idx], y[val_idx], task, cfg.batch_size))
             history.append(row)
+            # classification: accuracy, ties broken by the lower validation loss (a perfect accuracy is common)
             value = row.get(monitor, -row["train_loss"] if higher else row["train_loss"])
+            if higher and "val_loss" in row:
+                value = float(value) - 1e-6 * min(float(row["val_loss"]), 1e5)
             if best_value is None or (value > best_value if higher else value < best_value):
                 best_value, best_epoch = float(value), epoch + 1
                 best_state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
