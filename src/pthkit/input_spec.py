@@ -14,7 +14,7 @@ Every spec carries ``source``, the evidence it was decided from ("inferred from 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, cast, get_args
 
 from torch import nn
 
@@ -150,7 +150,7 @@ def _first_layer(module: nn.Module) -> tuple[str, nn.Module] | None:
     """The first input-consuming layer in registration order (the order ``__init__`` built them in)."""
     for name, sub in module.named_modules():  # the model itself first (name "")
         if isinstance(sub, _FIRST_LAYERS):
-            return name, sub
+            return name, cast(nn.Module, sub)
     return None
 
 

@@ -169,14 +169,16 @@ def _check_values(block: np.ndarray, fit: _Fit, *, allow_nan: bool, where: str, 
                 expected="a number in every cell", hint="Fill it in, or pass --allow-nan to feed NaN to the model.")
     if fit.dtype == torch.int64:
         if block.dtype.kind == "f" and (not np.isfinite(block).all() or (block != np.round(block)).any()):
-            row, *rest = np.argwhere(~np.isfinite(block) | (block != np.round(block)))[0]
-            raise DatasetError.build(where, received=f"{block[(row, *rest)]!r} at {row_label} "
+            pos = tuple(int(v) for v in np.argwhere(~np.isfinite(block) | (block != np.round(block)))[0])
+            row, rest = pos[0], pos[1:]
+            raise DatasetError.build(where, received=f"{block[pos]!r} at {row_label} "
                                      f"{first_row + int(row)}{_col_name(rest, names)}",
                                      expected="integer token ids (the model's first layer is an Embedding)")
         if fit.num_embeddings is not None and ((block < 0).any() or (block >= fit.num_embeddings).any()):
             out = (block < 0) | (block >= fit.num_embeddings)
-            row, *rest = np.argwhere(out)[0]
-            raise DatasetError.build(where, received=f"id {int(block[(row, *rest)])} at {row_label} "
+            pos = tuple(int(v) for v in np.argwhere(out)[0])
+            row, rest = pos[0], pos[1:]
+            raise DatasetError.build(where, received=f"id {int(block[pos])} at {row_label} "
                                      f"{first_row + int(row)}{_col_name(rest, names)}",
                                      expected=f"ids in 0..{fit.num_embeddings - 1} (the Embedding's size)")
 
