@@ -37,3 +37,18 @@ def test_detector_has_no_classifier_head_and_json_round_trip():
     assert sig.head == () and sig.num_classes is None
     again = Signature.from_json(sig.name, sig.to_json())
     assert again == sig
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_boolean_head_options_are_found_and_round_trip():
+    seg = compute_signature(get_architecture("torchvision:deeplabv3_mobilenet_v3_large"))
+    (opt,) = seg.options
+    assert opt.kwarg == "aux_loss" and opt.default is False and opt.keys[0].startswith("aux_classifier.")
+    assert not set(opt.keys) & set(seg.keys)  # off by default: not part of the default model
+    with_aux = build_model("torchvision:deeplabv3_mobilenet_v3_large", aux_loss=True).state_dict()
+    assert set(with_aux) == set(seg.keys) | set(opt.keys)
+    google = compute_signature(get_architecture("torchvision:googlenet"))
+    (aux,) = google.options
+    assert aux.kwarg == "aux_logits" and aux.default is True and set(aux.keys) <= set(google.keys)
+    assert Signature.from_json(google.name, google.to_json()) == google
+    assert compute_signature(get_architecture("timm:test_resnet")).options == ()
