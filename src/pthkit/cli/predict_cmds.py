@@ -15,7 +15,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from pthkit.cli._explain import explain_text
-from pthkit.cli._options import ArchKwargsOpt, ArchOpt, BackendOpt, DeviceOpt, SizeOpt, TopAliasOpt, TopKOpt, TrustOpt, parse_size
+from pthkit.cli._options import (
+    ArchKwargsOpt,
+    ArchOpt,
+    BackendOpt,
+    DeviceOpt,
+    SizeOpt,
+    TopAliasOpt,
+    TopKOpt,
+    TrustOpt,
+    parse_size,
+)
 from pthkit.cli._options import top_k as resolve_top_k
 from pthkit.cli.tabular_cmds import (
     AllowNanOpt,
