@@ -188,7 +188,7 @@ def main() -> None:
         f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end), Python "
         f"{platform.python_version()}; {ns.rows:,} rows × 10 float columns ({size_mb:.0f} MB CSV), batch "
         f"{ns.batch_size}, torch threads {threads} ({decision.reason}), medians of {ns.repeats} round-robin runs, "
-        "each in a fresh process. Reproduce: `make bench-tables` or `.venv/bin/python benchmarks/tables.py`.",
+        "each in a fresh process. Reproduce: `.venv/bin/python benchmarks/tables.py`.",
         "",
         "| contender | rows/s | vs pandas loop | time (s) | peak RSS (MB) | RSS above baseline (MB) | max abs diff vs loop |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
