@@ -184,3 +184,42 @@ def test_finetune_flags_reach_the_api(tmp_path: Path, capsys: pytest.CaptureFixt
     # options not given reach the API as None, so a resume can tell "not given" from "given the default"
     assert seen["lr"] is None and seen["batch_size"] is None and seen["keep_checkpoint"] is False
     assert Path(seen["out"]) == tmp_path / "run"
+
+
+_USER_MODEL = """
+import torch
+from torch import nn
+
+
+class MyModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer1 = nn.Linear(10, 50)
+        self.layer2 = nn.Linear(50, 2)
+
+    def forward(self, x):
+        return self.layer2(torch.relu(self.layer1(x)))
+"""
+
+
+def test_bundle_of_a_user_class_without_num_classes_records_and_rebuilds_its_new_head(tmp_path, capsys):
+    """The document's custom model: its head is found by structure, replaced for 3 labels, and rebuilt on open."""
+    import pthkit
+
+    (tmp_path / "my_model.py").write_text(_USER_MODEL)
+    spec = f"{tmp_path / 'my_model.py'}:MyModel"
+    torch.manual_seed(0)
+    state = {"layer1.weight": torch.randn(50, 10), "layer1.bias": torch.randn(50),
+             "layer2.weight": torch.randn(2, 50), "layer2.bias": torch.randn(2)}
+    torch.save(state, tmp_path / "w.pth")
+    (tmp_path / "labels.txt").write_text("x\ny\nz\n")
+    code = main(["bundle", str(tmp_path / "w.pth"), "--out", str(tmp_path / "b"), "--arch", spec, "--labels",
+                 str(tmp_path / "labels.txt"), "--json"])
+    assert code == 0, capsys.readouterr().err
+    section = _json(capsys)["config"]["pthkit"]
+    assert section["head_change"] == "layer2: 50 → 2 replaced by 50 → 3"
+    assert section["head"]["out_features"] == 3 and "num_classes" not in section["arch_kwargs"]
+    model = pthkit.open(tmp_path / "b", arch=spec, device="cpu")
+    assert model.labels == ["x", "y", "z"] and model.module is not None
+    assert torch.equal(model.module.layer1.weight, state["layer1.weight"])
+    assert model.module(torch.randn(4, 10)).shape == (4, 3)
