@@ -252,3 +252,27 @@ def test_bad_file_debug_raises_for_the_traceback(tmp_path, lite0_path, monkeypat
     monkeypatch.setenv("PTHKIT_DEBUG", "1")
     with pytest.raises(CheckpointError):  # propagates out of main(): Python prints the traceback
         main_mod.main(["inspect", str(path)])
+
+
+# --- flags mean the same everywhere -----------------------------------------------------------------------------------
+
+
+def test_size_and_top_k_flags_are_the_same_on_every_command():
+    """--size (224 or H,W) and --top-k (--top a hidden alias) used to differ between identify, predict and the rest."""
+    from pthkit.cli._options import SizeOpt
+
+    size_help = SizeOpt.__metadata__[0].help
+    group = typer.main.get_command(main_mod.app)
+    seen_size, seen_top = [], []
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        for param in command.params:
+            if param.param_type_name != "option":
+                continue
+            if "--size" in param.opts:
+                seen_size.append(name)
+                assert param.help == size_help, name
+            if "--top" in param.opts:
+                seen_top.append(name)
+                assert param.hidden and any("--top-k" in p.opts for p in command.params), name
+    assert {"predict", "evaluate", "finetune", "bundle"} <= set(seen_size)
+    assert {"identify", "predict"} <= set(seen_top)
