@@ -11,6 +11,13 @@ so random initialisation (minutes for the big models) would change nothing but t
 
     .venv/bin/python benchmarks/identify.py [--timm 120] [--cold] [--max-params 150e6]
 
+Each file is also identified with its keys in other orders (``--orders``): sorted (as HF ``model.safetensors`` stores
+them), reversed, shuffled, and renamed-plus-sorted (module dots become underscores, then sorted). An answer must be
+the same architecture, key map and confidence as with the original order, and right.
+
+Identification is given the tensors' shapes (``key -> shape``): the twin test (forward passes on calibration images)
+needs trained weights, which this corpus does not have; the alignment, ranking and index are what is measured here.
+
 ``--cold`` also times a cold build of the full index into a temporary cache folder (minutes).
 Writes benchmarks/results/identify.md.
 """
@@ -35,6 +42,7 @@ import torch
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
 
+ORDERS = ["sorted", "reversed", "shuffled", "renamed+sorted"]
 SAVE_WAYS = ["plain", "module.", "lightning", "model+optimizer", "ema", "fp16", "safetensors", "num_classes=10",
              "renamed"]
 
@@ -46,6 +54,21 @@ def renamed(sd: dict) -> dict:
         module, _, param = key.rpartition(".")
         out[f"net.{module.replace('.', '_')}.{param}" if module else f"net.{param}"] = value
     return out
+
+
+def reorder(shapes: dict, order: str) -> dict:
+    import random
+
+    items = list(shapes.items())
+    if order == "sorted":
+        items.sort()
+    elif order == "reversed":
+        items.reverse()
+    elif order == "shuffled":
+        items = random.Random(0).sample(items, len(items))
+    elif order == "renamed+sorted":
+        items = sorted(renamed(dict(items)).items())
+    return dict(items)
 
 
 def make_state(name: str, num_classes: int | None):
@@ -135,16 +158,26 @@ def main() -> int:
     ap.add_argument("--timm", type=int, default=120, help="number of timm models in the corpus")
     ap.add_argument("--max-params", type=float, default=150e6, help="bigger models are identified in memory")
     ap.add_argument("--cold", action="store_true", help="also time a cold build of the full index")
+    ap.add_argument("--orders", default=",".join(ORDERS), help="key-order permutations to try ('' for none)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "identify.md"))
     args = ap.parse_args()
     torch.set_num_threads(2)
 
-    from pthkit.architectures import identify
-    from pthkit.architectures.index import cache_path, get_index
+    import tracemalloc
 
+    from pthkit.architectures import identify
+    from pthkit.architectures.index import SignatureIndex, cache_path, get_index
+
+    get_index(progress=True)  # warm cache expected; builds (and saves) it otherwise
+    tracemalloc.start()
     t0 = time.perf_counter()
-    index = get_index(progress=True)  # warm cache expected; builds (and saves) it otherwise
+    index = SignatureIndex.load(cache_path())  # what a new process does: pre-filter now, signatures on demand
     load_s = time.perf_counter() - t0
+    load_mem = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    orders = [o for o in args.orders.split(",") if o]
+    order_rows: list[tuple[str, str, bool, bool]] = []  # (name, order, same answer, right)
+    per_call_bytes: list[int] = []
     names = corpus(args.timm)
     rows, times = [], []
     reader_used: Counter = Counter()
@@ -170,8 +203,12 @@ def main() -> int:
             tensors, how = read_back(path, sd)
             path.unlink()
         reader_used[how] += 1
+        shapes = {k: tuple(v.shape) for k, v in tensors.items() if hasattr(v, "shape")}
+        fresh = SignatureIndex.load(cache_path())  # bytes one call reads from a cold open of the cache
+        identify(shapes, index=fresh, progress=False)
+        per_call_bytes.append(fresh.bytes_read)
         t = time.perf_counter()
-        result = identify(tensors, progress=False)
+        result = identify(shapes, index=index, progress=False)
         dt = time.perf_counter() - t
         times.append(dt)
         best = result.best
@@ -180,6 +217,17 @@ def main() -> int:
         classes_ok = best is not None and best.kwargs.get("num_classes") == expected_classes
         rows.append((name, way, "ok" if correct else "WRONG", best.architecture if best else "-",
                      round(best.score, 3) if best else None, classes_ok, result.confident, dt))
+        for order in orders:
+            again = identify(reorder(shapes, order), index=index, progress=False)
+            ab = again.best
+            same = (ab is not None and best is not None and ab.architecture == best.architecture
+                    and ab.confidence == best.confidence and again.confident == result.confident
+                    and (order == "renamed+sorted" or ab.key_map == best.key_map))
+            right = ab is not None and name in [ab.architecture, *ab.equivalent] and ab.score == 1.0
+            order_rows.append((name, order, same, right))
+            if not (same and right):
+                print(f"    order {order}: same={same} right={right} got {ab.architecture if ab else None} "
+                      f"score {ab.score if ab else 0:.3f}", flush=True)
         mark = "" if correct else f"  <-- got {best.architecture if best else None} ({result.message})"
         print(f"[{i + 1}/{len(names)}] {name:50s} {way:16s} {dt:6.2f}s conf={result.confident}{mark}", flush=True)
         del model, sd, tensors
@@ -212,7 +260,8 @@ def main() -> int:
         f"round-robin as: {', '.join(SAVE_WAYS)}; read back via "
         + ", ".join(f"{how} ({n})" for how, n in sorted(reader_used.items())),
         f"- Index: {len(index.signatures)} architectures ({len(index.failures)} failed to build), "
-        f"{size / 1e6:.2f} MB on disk (`{cache_path().name}`), loaded in {load_s:.2f} s",
+        f"{size / 1e6:.2f} MB on disk (`{cache_path().name}`); opening it (pre-filter only) takes {load_s:.2f} s and "
+        f"{load_mem / 1e6:.1f} MB of Python memory; the pre-filter member is {index.prefilter_bytes / 1e6:.2f} MB",
         "",
         "| metric | value | target |",
         "|---|---|---|",
@@ -223,7 +272,16 @@ def main() -> int:
         f"| not confident (any reason) | {not_confident} | - |",
         f"| identify time per file, median | {statistics.median(times):.3f} s | < 2 s |",
         f"| identify time per file, max | {max(times):.3f} s | < 2 s |",
+        f"| cache bytes read by one call on a fresh open, median (max) | "
+        f"{statistics.median(per_call_bytes) / 1e3:.0f} kB ({max(per_call_bytes) / 1e3:.0f} kB) of {size / 1e6:.2f} MB "
+        "| small |",
     ]
+    for order in orders:
+        rows_o = [r for r in order_rows if r[1] == order]
+        right = sum(r[3] for r in rows_o)
+        same = sum(r[2] for r in rows_o)
+        lines.append(f"| keys {order}: right / same answer as original order | {right}/{len(rows_o)} / "
+                     f"{same}/{len(rows_o)} | all |")
     if cold:
         wall, cpu, ok, failed, nbytes = cold
         lines.append(f"| cold build of the full index (wall) | {wall:.0f} s ({cpu:.0f} CPU-s; {ok} ok, {failed} "
@@ -235,6 +293,9 @@ def main() -> int:
                          f"confident={r[6]}")
     for r in build_failed:
         lines.append(f"- {r[0]}: could not build ({r[3]})")
+    for r in order_rows:
+        if not (r[2] and r[3]):
+            lines.append(f"- {r[0]} with keys {r[1]}: same answer={r[2]}, right={r[3]}")
     if lines[-1] == "":
         lines.append("- none")
     lines += [

@@ -10,6 +10,7 @@ siblings by their numbers. The same file gives the same pairs in any key order.
 from __future__ import annotations
 
 import functools
+import heapq
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -161,7 +162,7 @@ class _Tree:
         if kind == "u":
             return [entry]
         out = [("u", path)] if self.own.get(path) else []
-        return out + [("n", c) for c in self.children.get(path, ())]
+        return out + [("n", c) for c in sorted(self.children.get(path, ()), key=natural_key)]
 
 
 def _norm(path: str) -> str:
@@ -244,30 +245,58 @@ def _tree_pairs(
             a, b = fown[name], mown[name]
             pairs.append((a, b, shape_of[("f", a)] == shape_of[("m", b)]))
 
+    cids: dict[tuple[int, ...], int] = {}       # content -> small int, so pools group without rehashing tuples
+    contents: list[tuple[int, ...]] = []
+
+    def cid(tree: _Tree, entry: tuple[str, str]) -> int:
+        content = tree.content(entry)
+        got = cids.get(content)
+        if got is None:
+            got = cids[content] = len(contents)
+            contents.append(content)
+        return got
+
     def solve(fpool: list[tuple[str, str]], mpool: list[tuple[str, str]]) -> None:
         nonlocal ties
+        trees = (ft, mt)
+        groups: tuple[dict[int, list[tuple[str, str]]], dict[int, list[tuple[str, str]]]] = ({}, {})
+        opened: dict[tuple[int, tuple[str, str]], int] = {}   # unopened modules in the pools -> content id
+        heap: list[tuple[int, int, tuple, tuple[str, str]]] = []
+
+        def add(side: int, entry: tuple[str, str]) -> None:
+            c = cid(trees[side], entry)
+            groups[side].setdefault(c, []).append(entry)
+            if entry[0] == "n":
+                opened[(side, entry)] = c
+                heapq.heappush(heap, (-len(contents[c]), side, natural_key(entry[1]), entry))
+
+        def remove(side: int, entry: tuple[str, str]) -> None:
+            c = cid(trees[side], entry)
+            members = groups[side][c]
+            members.remove(entry)
+            if not members:
+                del groups[side][c]
+            opened.pop((side, entry), None)
+
+        for entry in fpool:
+            add(0, entry)
+        for entry in mpool:
+            add(1, entry)
         while True:
-            # 1. Pair entries of equal content that no unexpanded module could also hold.
-            by_f: dict[tuple[int, ...], list[tuple[str, str]]] = {}
-            by_m: dict[tuple[int, ...], list[tuple[str, str]]] = {}
-            for e in fpool:
-                by_f.setdefault(ft.content(e), []).append(e)
-            for e in mpool:
-                by_m.setdefault(mt.content(e), []).append(e)
-            nodes = [(ft.content(e), e) for e in fpool if e[0] == "n"] + [(mt.content(e), e) for e in mpool if e[0] == "n"]
+            # 1. Pair entries of equal content that no unopened module could also hold.
             matched: list[tuple[tuple[str, str], tuple[str, str]]] = []
-            for content in by_f.keys() & by_m.keys():
-                fs, ms = by_f[content], by_m[content]
-                if any(c != content and _contains(c, content) for c, _ in nodes):
+            for c in sorted(groups[0].keys() & groups[1].keys()):
+                content = contents[c]
+                if any(oc != c and _contains(contents[oc], content) for oc in set(opened.values())):
                     continue  # an unopened module may hold another of these: pairing now could pick the wrong one
+                fs, ms = groups[0][c], groups[1][c]
                 if len(fs) > 1 and len(ms) > 1 and not (_numbered(fs) and _numbered(ms)):
                     ties += 1
-                matched += _pair_group(fs, ms)
+                matched += _pair_group(list(fs), list(ms))
             if matched:
-                done_f = {f for f, _ in matched}
-                done_m = {m for _, m in matched}
-                fpool = [e for e in fpool if e not in done_f]
-                mpool = [e for e in mpool if e not in done_m]
+                for f, m in matched:
+                    remove(0, f)
+                    remove(1, m)
                 for f, m in matched:
                     if f[0] == "u" and m[0] == "u":
                         pair_units(f[1], m[1])
@@ -275,18 +304,17 @@ def _tree_pairs(
                         solve(ft.expand(f), mt.expand(m))
                 continue
             # 2. Nothing (more) pairs at this level: open the largest unmatched module and try again.
-            open_f = [e for e in fpool if e[0] == "n"]
-            open_m = [e for e in mpool if e[0] == "n"]
-            if not open_f and not open_m:
+            while heap and (heap[0][1], heap[0][3]) not in opened:
+                heapq.heappop(heap)  # paired or opened already
+            if not heap:
                 break
-            best = min([(-len(ft.content(e)), 0, natural_key(e[1]), e) for e in open_f]
-                       + [(-len(mt.content(e)), 1, natural_key(e[1]), e) for e in open_m])
-            if best[1] == 0:
-                fpool = [x for x in fpool if x != best[3]] + ft.expand(best[3])
-            else:
-                mpool = [x for x in mpool if x != best[3]] + mt.expand(best[3])
-        left_f.extend(fpool)
-        left_m.extend(mpool)
+            _, side, _, entry = heapq.heappop(heap)
+            remove(side, entry)
+            for child in trees[side].expand(entry):
+                add(side, child)
+        for side, out in ((0, left_f), (1, left_m)):
+            for members in groups[side].values():
+                out.extend(members)
 
     solve(ft.expand(("n", "")), mt.expand(("n", "")))
 
