@@ -223,3 +223,17 @@ def test_bundle_of_a_user_class_without_num_classes_records_and_rebuilds_its_new
     assert model.labels == ["x", "y", "z"] and model.module is not None
     assert torch.equal(model.module.layer1.weight, state["layer1.weight"])
     assert model.module(torch.randn(4, 10)).shape == (4, 3)
+
+
+def test_the_torchrun_entry_maps_errors_like_the_console_script(tmp_path):
+    """`python -m pthkit.cli.train_cmds` (what torchrun runs) used to map only pthkit errors, and to its own codes."""
+    import subprocess
+
+    data = make_image_folder(tmp_path / "data", per_class=2, size=16)
+    base = [sys.executable, "-m", "pthkit.cli.train_cmds", "finetune"]
+    missing = subprocess.run([*base, str(tmp_path / "missing.pth"), str(data), "--out", str(tmp_path / "o")],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 3 and len(missing.stderr.strip().splitlines()) == 1
+    usage = subprocess.run([*base, "w.pth", str(data), "--out", str(tmp_path / "o"), "--size", "0"],
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2

@@ -239,19 +239,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _standalone() -> int:
-    """Run these commands without the rest of the CLI (used under torchrun; errors mapped like ``pthkit``)."""
+    """``python -m pthkit.cli.train_cmds finetune …`` (what torchrun runs): the same as ``pthkit finetune …``, with the
+    same error lines and exit codes."""
     import sys
 
-    from pthkit.errors import PthkitError
+    from pthkit.cli.main import main
 
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True)
-    register(app)
-    try:
-        app(standalone_mode=False)
-    except PthkitError as err:
-        print(f"Error: {err}", file=sys.stderr)
-        return err.exit_code
-    return 0
+    return main(sys.argv[1:])
 
 
 if __name__ == "__main__":
