@@ -303,3 +303,36 @@ def test_meta_tensors_are_a_typed_error(legacy, tmp_path):
     ckpt = read_checkpoint(path, allow_meta=True)
     assert ckpt.tensors["fc.weight"].shape == (3, 4) and any(f.kind == "meta" for f in ckpt.findings)
     assert scan_file(path).verdict == "safe"  # shapes without data are harmless; loading them is what fails
+
+
+# --- time budgets: opcode floods and repeated payloads ------------------------------------------------------------------
+
+
+def test_opcode_floods_hit_the_opcode_budget(tmp_path, monkeypatch):
+    import pthkit.checkpoint._inert as inert
+
+    monkeypatch.setattr(inert, "MAX_OPS", 100_000)
+    for name, body in {"nonepop": b"N0" * 100_000, "dup": b"N" + b"2" * 200_000, "memo": b"N" + b"\x94" * 200_000}.items():
+        path = tmp_path / f"{name}.pkl"
+        path.write_bytes(b"\x80\x04" + body + b"N.")
+        report = scan_file(path)
+        assert report.verdict != "safe" and any(f.kind == "budget" for f in report.findings), report
+        with pytest.raises(BudgetExceededError, match="opcodes"):
+            read_checkpoint(path)
+    ok = tmp_path / "ok.pkl"
+    ok.write_bytes(b"\x80\x04" + b"N0" * 40_000 + b"N.")
+    assert scan_file(ok).verdict == "safe"
+
+
+def test_a_payload_called_again_is_walked_once(tmp_path):
+    inner = pickle.dumps(list(range(20_000)), protocol=2)  # ~60k opcodes each time it would be walked
+    body = (b"\x80\x02ctorch.storage\n_load_from_bytes\nq\x00B" + struct.pack("<I", len(inner)) + inner + b"q\x01"
+            + b"(" + b"h\x00h\x01\x85R" * 3000 + b"l.")
+    path = tmp_path / "repeat.pkl"
+    path.write_bytes(body)
+    start = time.perf_counter()
+    report = scan_file(path)
+    ckpt = read_checkpoint(path)
+    assert time.perf_counter() - start < 8
+    assert report.verdict == ckpt.verdict == "safe"  # plain data inside; torch would fail on it, not run code
+    assert sum(f.kind == "nested" for f in report.findings) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import mmap as mmap_module
 import struct
@@ -19,7 +20,7 @@ from pthkit.checkpoint.detect import _LEGACY_PICKLED, LEGACY_MAGIC
 from pthkit.errors import BudgetExceededError, CorruptCheckpointError, UnsupportedFormatError
 
 MAX_NESTED = 3
-MAX_NESTED_BYTES = 256 * 1024 * 1024
+MAX_NESTED_BYTES = 256 * 1024 * 1024  # distinct payload bytes per read (a repeated payload is read once)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class NestedBudget:
 
     def __init__(self, max_depth: int = MAX_NESTED, max_bytes: int = MAX_NESTED_BYTES) -> None:
         self.max_depth, self.max_bytes, self.used = max_depth, max_bytes, 0
+        self.seen: dict[bytes, Any] = {}  # payload digest -> object: a payload called again is read once
 
     def take(self, depth: int, nbytes: int) -> None:
         if depth > self.max_depth:
@@ -67,7 +69,15 @@ class _Nested:
         self.budget = budget if budget is not None else NestedBudget()
 
     def __call__(self, data: bytes) -> Any:
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        if digest in self.budget.seen:
+            return self.budget.seen[digest]
         self.budget.take(self.depth + 1, len(data))
+        obj = self._read(data)
+        self.budget.seen[digest] = obj
+        return obj
+
+    def _read(self, data: bytes) -> Any:
         if data[:4] == b"PK\x03\x04":
             archive = ZipArchive(data)
             try:

@@ -117,6 +117,7 @@ class InertObject:
         return self._pk["setitems"]
 
 
+MAX_OPS = 4_000_000  # opcodes per pickle: ~2 s of this pure-Python machine; real state dicts need far fewer
 MAX_NAME = 1000  # longer global names are kept truncated (and classified dangerous by the policy)
 MAX_CLASSES = 4096  # placeholder classes cached per read; more distinct names get uncached classes
 
@@ -437,7 +438,11 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
     dispatch: dict[int, Callable[[Any], None]] = dict(pickle._Unpickler.dispatch)  # type: ignore[attr-defined,misc]
     # set by pickle._Unpickler.load(); declared for the type checker
     stack: list[Any]
+    metastack: list[Any]
+    proto: int
     read: Callable[[int], bytes]
+    readline: Callable[[], bytes]
+    readinto: Any
     append: Callable[[Any], None]
 
     def __init__(
@@ -454,6 +459,7 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
         self._scan = scan
         self._stream = file
         self._frame_end: int | None = None
+        self._max_ops = MAX_OPS
         self._cache: dict[str, torch.Tensor] = {}
         self._classes: dict[str, type[InertObject]] = {}
         self._seen: set[str] = set()
@@ -469,6 +475,36 @@ class InertUnpickler(pickle._Unpickler):  # type: ignore[name-defined]
             if len(self._classes) < MAX_CLASSES:
                 self._classes[qualified] = cls
         return cls
+
+    # -- the opcode loop: pickle._Unpickler.load with an opcode budget, reading the stream directly ----------------
+    def load(self) -> Any:
+        """Run the program to STOP. Frames are checked by :meth:`load_frame` and read through (as C does)."""
+        stream = self._stream
+        self.read = stream.read
+        self.readline = stream.readline
+        self.readinto = getattr(stream, "readinto", None)
+        self.metastack = []
+        self.stack = []
+        self.append = self.stack.append
+        self.proto = 0
+        read = stream.read
+        dispatch = self.dispatch
+        budget = self._max_ops
+        try:
+            while True:
+                key = read(1)
+                if not key:
+                    raise EOFError
+                dispatch[key[0]](self)
+                budget -= 1
+                if budget < 0:
+                    raise BudgetExceededError.build(
+                        "pickle", received=f"more than {self._max_ops:,} opcodes",
+                        expected="a checkpoint (a large state dict needs a few hundred thousand)",
+                        hint="The file was crafted to take minutes to read.",
+                    )
+        except pickle._Stop as stop:  # type: ignore[attr-defined]
+            return stop.value
 
     # -- framing, as the C unpickler that torch.load uses does it ------------------------------------------------
     # CPython's C unpickler only checks that a FRAME's bytes are there, then reads on without enforcing the boundary

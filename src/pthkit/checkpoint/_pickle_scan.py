@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from pthkit.checkpoint._inert import ByteSource, StorageProvider, run_machine
-from pthkit.errors import CheckpointError
+from pthkit.errors import BudgetExceededError, CheckpointError
 
 
 @dataclass
@@ -37,9 +37,12 @@ class BoundedReader(io.RawIOBase):
     would exhaust memory before the short read is noticed.
     """
 
+    _CHUNK = 1 << 16
+
     def __init__(self, raw: BinaryIO | ByteSource, start: int, length: int) -> None:
         super().__init__()
         self._raw, self._start, self._len, self._pos = raw, start, length, 0
+        self._buf, self._buf_pos = b"", 0  # read-ahead: the machine reads one opcode byte at a time
 
     def readable(self) -> bool:
         return True
@@ -60,8 +63,16 @@ class BoundedReader(io.RawIOBase):
         n = left if n is None or n < 0 else min(n, left)
         if n <= 0:
             return b""
+        off = self._pos - self._buf_pos
+        if 0 <= off and off + n <= len(self._buf):
+            self._pos += n
+            return self._buf[off : off + n]
         self._raw.seek(self._start + self._pos)
-        data = self._raw.read(n)
+        if n >= self._CHUNK:
+            data = self._raw.read(n)
+        else:
+            self._buf, self._buf_pos = self._raw.read(min(self._CHUNK, left)), self._pos
+            data = self._buf[:n]
         self._pos += len(data)
         return data
 
@@ -102,7 +113,9 @@ def scan_pickle(
             result.problems.append(("frame", f"the pickle runs {-leftover:,} bytes past the end of its last FRAME", "danger"))
     else:
         result.error = _describe(err)
-        if isinstance(err, CheckpointError):
+        if isinstance(err, BudgetExceededError):
+            result.error_kind = "budget"
+        elif isinstance(err, CheckpointError):
             result.error_kind = "integrity"
         if result.end <= start:
             result.end = start

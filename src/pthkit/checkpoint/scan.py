@@ -13,6 +13,7 @@ within a depth and byte budget.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -122,6 +123,7 @@ class _Scanner:
         self.c, self.max_bytes = c, max_bytes
         self.budget = NestedBudget(MAX_NESTED, MAX_NESTED_BYTES)
         self._payloads = 0
+        self._seen_payloads: dict[bytes, Any] = {}
 
     # -- one pickle ---------------------------------------------------------------------------------------------------
     def run(self, where: str, stream: ByteSource, storages: StorageProvider | None, depth: int) -> PickleScan:
@@ -131,9 +133,13 @@ class _Scanner:
 
     def _nested(self, where: str, depth: int) -> Callable[[bytes], Any]:
         def follow(data: bytes) -> Any:
+            digest = hashlib.blake2b(data, digest_size=16).digest()
+            if digest in self._seen_payloads:  # the same payload called again (memo): walked once
+                return self._seen_payloads[digest]
             self._payloads += 1
             w = f"{where}[payload {self._payloads}]"
             placeholder = inert_class("torch.storage._load_from_bytes()")()
+            self._seen_payloads[digest] = placeholder
             try:
                 self.budget.take(depth + 1, len(data))
             except BudgetExceededError as err:
@@ -152,7 +158,9 @@ class _Scanner:
                     archive.close()
             else:
                 value = self.legacy_stream(io.BytesIO(data), len(data), w, depth + 1)[1]
-            return placeholder if value is None else value  # a storage payload goes on as a (meta) storage
+            value = placeholder if value is None else value  # a storage payload goes on as a (meta) storage
+            self._seen_payloads[digest] = value
+            return value
 
         return follow
 
