@@ -330,6 +330,7 @@ def test_a_class_without_reset_classifier_gets_its_head_replaced_before_training
     backbone = model.features[0].weight.detach().clone()
     r = finetune(model, data, tmp_path / "t", epochs=1, **{**ARGS, "arch": None, "lr": 1e-12})
     assert r.head_change == "layer2: 50 → 2 replaced by 50 → 3"
+    assert any(line.startswith("classifier head: layer2: 50 → 2 replaced") for line in r.evidence)
     assert model.layer2.out_features == 3 and r.history[0]["train_images"] == 18
     assert torch.allclose(model.features[0].weight, backbone, atol=1e-6)  # loaded, not re-initialized
     cfg = json.loads((tmp_path / "t" / "config.json").read_text())

@@ -134,6 +134,7 @@ class FinetuneResult:
     elapsed_s: float = 0.0
     world_size: int = 1
     head_change: str | None = None  # "fc: 512 → 1000 replaced by 512 → 3" when the head was replaced
+    evidence: list[str] = field(default_factory=list)  # how the weights were opened (identified as …, head …)
 
     @property
     def best(self) -> dict[str, Any] | None:
@@ -612,6 +613,8 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
 
     with _Progress(progress and main) as bar:
+        for line in handle.evidence:  # how the weights were understood, before the first epoch
+            bar.log(f"model: {line}")
         if split.skipped:
             bar.log(f"Skipped {len(split.skipped)} unreadable image(s):")
             for p, reason in split.skipped:
@@ -732,6 +735,7 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
                 _write_logs(out, history)
             checkpoint()
 
+    publish_progress(None)  # training is over: Ctrl-C from here on interrupts no batch
     result_model = model
     if main:
         if best_path.is_file():
@@ -758,7 +762,7 @@ def _run(weights: Any, cfg: FinetuneConfig, out: Path, ckpt_path: Path, best_pat
         best_metric=best_metric, monitor=cfg.monitor, history=history, epochs_run=len(history),
         stopped_early=stopped_early, resumed=state is not None, skipped=split.skipped,
         elapsed_s=time.perf_counter() - t_start, world_size=info.world_size,
-        head_change=str(change) if change is not None else None,
+        head_change=str(change) if change is not None else None, evidence=list(handle.evidence),
     )
 
 
