@@ -426,6 +426,13 @@ def _scan_file(s: _Scanner, p: Path, size: int) -> str:
     if fmt == "safetensors":
         header, _, _ = read_header(p)
         s.c.add("format", f"safetensors with {len(header)} tensors: holds no code", "info")
+        if not p.name.endswith(".safetensors"):
+            # torch.load picks safetensors by the name only; under another name it unpickles the first bytes.
+            probe = _Scanner(_Collector(), s.max_bytes)
+            with open(p, "rb") as fh:
+                probe.legacy_stream(fh, size, p.name, 0)
+            if probe.c.globals:
+                s.merge(ScanReport(p, fmt, probe.c.verdict, probe.c.globals, probe.c.findings))
         return fmt
     if fmt == "sharded":
         s.sharded(p)
