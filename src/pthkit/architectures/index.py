@@ -569,7 +569,7 @@ def get_index(*, build: bool = True, progress: bool = True, workers: int | None 
     global _INDEX
     with _INDEX_LOCK:
         path = cache_path()
-        if _INDEX is None:
+        if _INDEX is None or _INDEX.path != path:  # first use, or PTHKIT_CACHE_DIR / library versions changed
             _INDEX = _try_load(path)
         if _INDEX is None and not build:
             _INDEX = SignatureIndex(versions=library_versions(), path=path)
@@ -590,7 +590,7 @@ def get_index(*, build: bool = True, progress: bool = True, workers: int | None 
                     _INDEX = loaded
                 else:
                     names = REGISTRY.names()
-                    _say(f"building the signature index of {len(names)} architectures: a one-time step (about 1-3 "
+                    _say(f"building the signature index of {len(names)} architectures: a one-time step (a few "
                          f"minutes), cached in {path.parent} (set PTHKIT_CACHE_DIR to move it)")
                     _INDEX = build_index(workers=workers, progress=progress,
                                          index=SignatureIndex(versions=library_versions(), path=path))
