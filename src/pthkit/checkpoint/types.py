@@ -70,11 +70,13 @@ class Checkpoint:
 class ScanReport:
     """What :func:`pthkit.checkpoint.scan_file` found, without executing anything from the file.
 
-    ``verdict`` is ``"safe"`` only when every global the file's pickles reference is a pure-data rebuilder (torch tensor
-    and storage rebuild helpers, ``collections.OrderedDict``, NumPy array/scalar/dtype rebuilders) and the container is
-    intact. Unknown classes, TorchScript code, unparseable pickles and damaged archives give ``"needs-trust"``; globals
-    that can run commands or code (``os.system``, ``builtins.exec``, ``importlib`` …) and structural tricks (pickle FRAME
-    overruns, duplicate or path-traversal zip members, unresolvable ``STACK_GLOBAL``) give ``"malicious-looking"``.
+    ``verdict`` is ``"safe"`` only when every pickle ``torch.load`` could unpickle (nested payloads and tar members
+    included) was run to its end by the inert machine and references only allowlisted data rebuilders (torch tensor
+    and storage rebuild helpers, ``collections.OrderedDict``, NumPy array/scalar/dtype rebuilders), no bytes are left
+    that no loader reads, and the container is intact. Other classes, TorchScript code, unparseable pickles, budgets
+    hit and damaged archives give ``"needs-trust"``; globals that can call, import or fetch attributes (``os.system``,
+    ``pydoc.locate``, ``operator.attrgetter``, ``functools.partial`` …) and structural tricks (FRAME mismatches,
+    duplicate or path-traversal zip members, unresolvable ``STACK_GLOBAL``) give ``"malicious-looking"``.
     """
 
     path: Path
