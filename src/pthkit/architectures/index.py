@@ -322,8 +322,17 @@ class SignatureIndex:
                 "versions": self.versions, "build_seconds": self.build_seconds,
                 "failures": {n: {"error": e, "attempts": self.attempts.get(n, 1)}
                              for n, e in sorted(self.failures.items()) if n.split(":", 1)[0] in CACHED_SOURCES},
-                "prefilter": {n: {"c": [[list(s), k] for s, k in counters[n].items()], "b": bodies[n]} for n in keep},
             }
+            # Shapes once in a table; per architecture a flat [shape id, count, ...] list (fast to decode).
+            table: dict[tuple[int, ...], int] = {}
+            pre: dict[str, Any] = {}
+            for n in keep:
+                flat: list[int] = []
+                for s, k in counters[n].items():
+                    flat += [table.setdefault(s, len(table)), k]
+                pre[n] = {"c": flat, "b": bodies[n]}
+            meta["shapes"] = [list(s) for s in table]
+            meta["prefilter"] = pre
             tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.{threading.get_ident()}")
             try:
                 with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
@@ -353,7 +362,11 @@ class SignatureIndex:
                 build_seconds=float(meta.get("build_seconds", 0.0)), path=path, prefilter_bytes=source.bytes_read,
                 complete=True,
             )
-            index._counters = {n: Counter({tuple(s): k for s, k in p["c"]}) for n, p in pre.items()}
+            shapes = [tuple(s) for s in meta["shapes"]]
+            index._counters = {}
+            for n, p in pre.items():
+                flat = p["c"]
+                index._counters[n] = Counter(dict(zip([shapes[i] for i in flat[0::2]], flat[1::2])))
             index._body = {n: p["b"] for n, p in pre.items()}
         except Exception:
             source.close()
