@@ -220,14 +220,20 @@ def main() -> int:
         for order in orders:
             again = identify(reorder(shapes, order), index=index, progress=False)
             ab = again.best
-            same = (ab is not None and best is not None and ab.architecture == best.architecture
-                    and ab.confidence == best.confidence and again.confident == result.confident
-                    and (order == "renamed+sorted" or ab.key_map == best.key_map))
+            if order == "renamed+sorted":  # no key matches by name now: compare the group, not which member leads
+                same = (ab is not None and best is not None and ab.confidence == best.confidence
+                        and {ab.architecture, *ab.equivalent} == {best.architecture, *best.equivalent})
+            else:
+                same = (ab is not None and best is not None and ab.architecture == best.architecture
+                        and ab.confidence == best.confidence and again.confident == result.confident
+                        and ab.key_map == best.key_map)
             right = ab is not None and name in [ab.architecture, *ab.equivalent] and ab.score == 1.0
             order_rows.append((name, order, same, right))
             if not (same and right):
                 print(f"    order {order}: same={same} right={right} got {ab.architecture if ab else None} "
-                      f"score {ab.score if ab else 0:.3f}", flush=True)
+                      f"{sorted(ab.equivalent) if ab else ''} {ab.confidence if ab else ''} "
+                      f"score {ab.score if ab else 0:.3f}; original {best.architecture if best else None} "
+                      f"{sorted(best.equivalent) if best else ''} {best.confidence if best else ''}", flush=True)
         mark = "" if correct else f"  <-- got {best.architecture if best else None} ({result.message})"
         print(f"[{i + 1}/{len(names)}] {name:50s} {way:16s} {dt:6.2f}s conf={result.confident}{mark}", flush=True)
         del model, sd, tensors
