@@ -5,6 +5,10 @@
 - scikit-learn ``load_sample_images``: china.jpg, flower.jpg.
 - matplotlib ``sample_data/grace_hopper.jpg``.
 
+Packaged with pthkit itself (``pthkit/data/calibration``, public domain / CC0 crops of scikit-image's photos, see
+its LICENSE.md): :func:`calibration_crops` and :func:`calibration_photos`. Normalization inference, the twin test and
+the post-load check use only these, so their answers never depend on which optional packages are installed.
+
 ``python -m pthkit.samples weights`` / ``photos`` prints paths (the Makefile's demo uses it).
 """
 
@@ -16,7 +20,7 @@ from pathlib import Path
 
 from pthkit.errors import InputNotFoundError
 
-__all__ = ["efficientnet_lite0_weights", "skimage_photo", "sklearn_photo", "grace_hopper", "demo_photos", "photo"]
+__all__ = ["calibration_crops", "calibration_photos", "efficientnet_lite0_weights", "skimage_photo", "sklearn_photo", "grace_hopper", "demo_photos", "photo"]
 
 # Natural colour photos of ImageNet-like subjects, with the class they should get.
 DEMO_PHOTOS: dict[str, str] = {
@@ -25,6 +29,35 @@ DEMO_PHOTOS: dict[str, str] = {
     "rocket.jpg": "missile",
     "astronaut.png": "",
 }
+
+
+# Packaged whole photos (short side 256 px) and the ImageNet class they should get ("cat": any cat class).
+CALIBRATION_PHOTOS: dict[str, str] = {
+    "photo-coffee.jpg": "espresso",
+    "photo-chelsea.jpg": "cat",
+    "photo-rocket.jpg": "missile",
+    "photo-astronaut.jpg": "",
+}
+
+
+def _calibration_dir() -> Path:
+    return Path(__file__).resolve().parent / "data" / "calibration"
+
+
+def calibration_crops() -> list[Path]:
+    """The packaged calibration crops (40 JPEGs, 128x128 px), sorted by name. Always installed with pthkit."""
+    crops = sorted(_calibration_dir().glob("crop-*.jpg"))
+    if not crops:
+        raise InputNotFoundError.build(
+            "calibration crops", received=f"no crop-*.jpg in {_calibration_dir()}",
+            expected="the crops packaged with pthkit", hint="Reinstall pthkit (the package data is missing).",
+        )
+    return crops
+
+
+def calibration_photos() -> list[Path]:
+    """The packaged whole photos with known content (see :data:`CALIBRATION_PHOTOS`), in that order."""
+    return [_existing(_calibration_dir() / name) for name in CALIBRATION_PHOTOS]
 
 
 def _package_dir(package: str, install_hint: str) -> Path:

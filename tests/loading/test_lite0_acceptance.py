@@ -52,11 +52,39 @@ def test_lite0_tf_variant_fits_the_same_file(lite0_path):
     _check(model, report)
 
 
-def test_lite0_identified_without_arch_reports_the_ambiguity(lite0_path):
-    # Identification against the full index (built on first use: slow when the cache is cold).
+def test_lite0_identified_without_arch_is_the_tf_twin_by_batchnorm_fit(lite0_path):
+    # Identification against the full index (built on first use: slow when the cache is cold). The file's tensors fit
+    # efficientnet_lite0 and tf_efficientnet_lite0 alike; its batch-norm statistics fit the tf twin (TensorFlow
+    # "same" padding, eps 1e-3) several times better, so that one is loaded, with the evidence on the candidate.
     model, report = load_model(lite0_path, device="cpu")
-    assert report.architecture in ("timm:efficientnet_lite0", "timm:tf_efficientnet_lite0")
-    other = ({"timm:efficientnet_lite0", "timm:tf_efficientnet_lite0"} - {report.architecture}).pop()
-    assert report.candidate is not None and other in report.candidate.equivalent
-    assert any(n.cause == "equivalent" and other in n.detail for n in report.notes)
+    assert report.architecture == "timm:tf_efficientnet_lite0"
+    assert report.candidate is not None and "timm:efficientnet_lite0" in report.candidate.equivalent
+    decision = report.candidate.twin_decision
+    assert decision is not None and decision.confident and decision.ratio is not None and decision.ratio > 5
+    assert decision.normalization == "half"
+    assert any(n.cause == "equivalent" and "timm:efficientnet_lite0" in n.detail for n in report.notes)
     _check(model, report)
+
+
+def test_lite0_tf_twin_gets_the_four_demo_photos_right(lite0_path):
+    # `make demo`'s four photos, with the tf twin and the normalization inferred from the packaged crops.
+    from PIL import Image
+
+    from pthkit.preprocess import resolve_preprocess
+    from pthkit.samples import skimage_photo, sklearn_photo
+
+    model, report = load_model(lite0_path, "timm:tf_efficientnet_lite0", device="cpu")
+    pre = resolve_preprocess(model, arch=report.architecture, checkpoint=report.checkpoint)
+    assert tuple(pre.mean) == (0.5, 0.5, 0.5) and "inferred" in pre.sources["mean"]
+    tf = pre.transform()
+    photos = [skimage_photo("coffee.png"), skimage_photo("chelsea.png"), skimage_photo("rocket.jpg"),
+              sklearn_photo("china.jpg")]
+    batch = []
+    for p in photos:
+        with Image.open(p) as im:
+            batch.append(tf(im.convert("RGB")))
+    with torch.inference_mode():
+        top = model(torch.stack(batch)).argmax(1).tolist()
+    names = [pre.label_names[i] for i in top]
+    assert names[0] == "espresso" and names[1] in ("tiger cat", "tabby") and names[2] == "missile"
+    assert names[3] == "palace"

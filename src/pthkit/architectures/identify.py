@@ -7,14 +7,23 @@ one group: matched once, reported together as ``equivalent``.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from pthkit.architectures.align import Match, match_signature
 from pthkit.architectures.index import SignatureIndex, get_index, shape_counter
 from pthkit.architectures.registry import REGISTRY, user_architecture
 from pthkit.architectures.signatures import NBT, Signature, compute_signature
-from pthkit.architectures.types import Candidate, IdentifyResult, PartialMatch
+from pthkit.architectures.twins import (
+    decide_twins,
+    exact_twin_choice,
+    function_classes,
+    functional_differences,
+    trained_statistics,
+)
+from pthkit.architectures.types import Candidate, IdentifyResult, PartialMatch, TwinDecision
 from pthkit.architectures.user_code import is_user_spec
 from pthkit.errors import IdentificationError
 
@@ -27,7 +36,7 @@ PARTIAL_MIN = 0.8       # share of a model's tensors a file must contain to repo
 
 def file_items(tensors: Any) -> list[tuple[str, tuple[int, ...]]]:
     """Ordered ``(key, shape)`` from a state dict, a :class:`Checkpoint`, or a mapping of key -> shape."""
-    if hasattr(tensors, "tensors") and isinstance(getattr(tensors, "tensors"), Mapping):
+    if hasattr(tensors, "tensors") and isinstance(tensors.tensors, Mapping):
         tensors = tensors.tensors
     if not isinstance(tensors, Mapping):
         raise IdentificationError.build(
@@ -89,24 +98,6 @@ def _preference(name: str) -> tuple:
     return (short.startswith("tf_"), len(short), not name.startswith("timm:"), name)
 
 
-def _how_they_differ(names: list[str], index: SignatureIndex) -> str:
-    notes: list[str] = []
-    shorts = [n.split(":", 1)[-1] for n in names]
-    if any(s.startswith("tf_") for s in shorts) and not all(s.startswith("tf_") for s in shorts):
-        notes.append("padding (tf_ variants use TensorFlow 'same' padding)")
-    if len({n.split(":", 1)[0] for n in names}) > 1:
-        notes.append("implementation (torchvision vs timm)")
-    cfgs = [index.signatures[n].cfg for n in names if n in index.signatures and index.signatures[n].cfg]
-    for field_name in ("mean", "std", "interpolation", "crop_pct", "input_size"):
-        values = {str(c.get(field_name)) for c in cfgs}
-        if len(values) > 1:
-            notes.append(f"default {field_name} ({' / '.join(sorted(values))})")
-    heads = {index.signatures[n].num_classes for n in names if n in index.signatures}
-    if len(heads) > 1:
-        notes.append("default num_classes")
-    return ", ".join(notes) or "code only (nothing visible in the weights)"
-
-
 def _body_shapes(sig: Signature) -> tuple:
     head = set(sig.head)
     return tuple(s for k, s in zip(sig.keys, sig.shapes) if k not in head and not k.endswith(NBT))
@@ -118,21 +109,160 @@ def _adjustments(m: Match, sig: Signature) -> int:
     return sum(1 for k, v in m.kwargs.items() if defaults.get(k) != v)
 
 
+def _reported_kwargs(name: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The inferred constructor arguments; for user code (``file.py:Class``) only those the class takes, so a class
+    without a ``num_classes`` parameter is never reported (or built) with one."""
+    if not kwargs or not is_user_spec(name):
+        return dict(kwargs)
+    import inspect
+
+    try:
+        params = inspect.signature(user_architecture(name).builder).parameters.values()
+    except (TypeError, ValueError, LookupError):
+        return dict(kwargs)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return dict(kwargs)
+    names = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
 def _confidence(m: Match) -> str:
     if m.complete and not any(d.startswith("shape of") for d in m.differences):
         return "high"
     return "medium" if m.score >= 0.9 else "low"
 
 
+def _tensor_values(tensors: Any) -> dict[str, Any] | None:
+    """The name -> tensor mapping when ``tensors`` holds real values (not shapes, not meta tensors)."""
+    import torch
+
+    if hasattr(tensors, "tensors") and isinstance(tensors.tensors, Mapping):
+        tensors = tensors.tensors
+    if not isinstance(tensors, Mapping):
+        return None
+    values = {str(k): v for k, v in tensors.items() if isinstance(v, torch.Tensor)}
+    if not values or any(v.is_meta for v in values.values()):
+        return None
+    return values
+
+
+def _as_twin(best: Candidate, name: str, items: list[tuple[str, tuple[int, ...]]], index: SignatureIndex) -> Candidate:
+    """``best``'s evidence, for its twin ``name`` (re-matched when the twin names its tensors differently)."""
+    others = [n for n in [best.architecture, *best.equivalent] if n != name]
+    if name == best.architecture:
+        return best
+    sig, base = index.signatures.get(name), index.signatures.get(best.architecture)
+    if sig is not None and base is not None and sig.keys != base.keys:
+        m = match_signature(items, sig)
+        return dataclasses.replace(
+            best, architecture=name, equivalent=others, key_map={k: v for k, v in m.pairs.items() if k != v},
+            head=m.head, kwargs=dict(m.kwargs), matched_by_name=m.by_name, matched_by_shape=m.by_shape,
+            differences=list(m.differences))
+    return dataclasses.replace(best, architecture=name, equivalent=others)
+
+
+def _recipes(names: list[str], index: SignatureIndex) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name in names:
+        sig = index.signatures.get(name)
+        cfg = dict(sig.cfg) if sig is not None else {}
+        if not cfg and name.startswith("torchvision:"):
+            cfg = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225], "interpolation": "bilinear",
+                   "crop_pct": 0.875, "input_size": [3, 224, 224], "note": "torchvision's ImageNet recipe"}
+        out[name] = cfg
+    return out
+
+
+def _settle_twins(best: Candidate, tensors: Any, items: list[tuple[str, tuple[int, ...]]],
+                  index: SignatureIndex) -> tuple[Candidate, bool, str]:
+    """Choose among ``best`` and its twins (``best.equivalent``): by function, then by a stated rule for exact twins.
+
+    Twins are split into classes that compute the same function; the batch-norm fit test chooses a class (one
+    representative each), and the exact-twin rule chooses within it. Returns the chosen candidate (its
+    ``twin_decision`` set), whether it is confident, and the message.
+    """
+    names = [best.architecture, *best.equivalent]
+    diffs = functional_differences(names, best.kwargs)
+    classes = function_classes(names, best.kwargs)
+    values = _tensor_values(tensors)
+    trained = values is not None and trained_statistics(values)[0]
+    shown = " and ".join(names) if len(names) <= 3 else f"{names[0]} and {len(names) - 1} others"
+    if len(classes) == 1:
+        decision = TwinDecision(twins=names, differences=diffs, exact=True, recipes=_recipes(names, index))
+    elif values is None:
+        decision = TwinDecision(twins=names, differences=diffs, recipes=_recipes(names, index),
+                                reason="only tensor shapes were given: what the weights compute cannot be tested")
+    else:
+        reps = [members[0] for members in classes]
+        rep_best = best if best.architecture in reps else _as_twin(best, reps[0], items, index)
+        decision = decide_twins(values, rep_best, reps, index=index, differences=diffs)
+        decision.twins, decision.recipes = names, _recipes(names, index)
+    if not decision.exact and not (decision.confident and decision.chosen):
+        best.twin_decision = decision
+        fits = f" (batch-norm fit: {decision.fit_table()})" if decision.fits else ""
+        message = (f"ambiguous: {shown} have the same tensors but differ in function ({decision.how_they_differ}); "
+                   f"not decided: {decision.reason}{fits}; pass {decision.arch_flags()}")
+        return best, False, message
+
+    # One class of same-function twins is left: the chosen one's, or all of them (exact twins).
+    members = next(m for m in classes if decision.exact or decision.chosen in m)
+    chosen, rule = members[0], ""
+    if len(members) > 1:
+        normalization = decision.normalization
+        if normalization is None and trained and values is not None:
+            normalization = _first_layer_normalization(best, values)
+            decision.normalization = normalization
+        chosen, rule = exact_twin_choice(_as_twin(best, members[0], items, index), members,
+                                         [k for k, _ in items], index, normalization)
+        decision.rule = rule
+    decision.chosen, decision.confident = chosen, True
+    cand = _as_twin(best, chosen, items, index)
+    cand.twin_decision = decision
+    exact_note = ""
+    if len(members) > 1:
+        recipes = "; ".join(f"{n}: " + ", ".join(f"{k} {v}" for k, v in decision.recipes.get(n, {}).items()
+                                                  if k != "note") for n in members)
+        exact_note = (f"exact twins {', '.join(members)} compute the same function, only their default "
+                      f"preprocessing differs ({recipes}); chose {chosen} because {rule}")
+    if decision.exact:
+        decision.reason = f"exact twins: {rule}"
+        return cand, True, f"identified as {chosen}; {exact_note}"
+    others = ", ".join(n for n in names if n != chosen)
+    message = (f"identified as {chosen} by function: {decision.reason} (mean symmetric KL of the batch-norm "
+               f"statistics, {decision.normalization_label}); twins with the same tensors: {others}; they differ "
+               f"in {decision.how_they_differ}")
+    if exact_note:
+        message += "; " + exact_note
+    return cand, True, message
+
+
+def _first_layer_normalization(best: Candidate, values: Mapping[str, Any]) -> str | None:
+    """The normalization family the first batch-norm layer's statistics fit (exact twins share it)."""
+    from pthkit.architectures.twins import FIT_CROPS, FIT_SIZE, _load_twin
+    from pthkit.preprocess.infer import calibration_batch, infer_normalization
+
+    try:
+        model = _load_twin(best.architecture, best.kwargs, values, best.key_map)
+        guess = infer_normalization(model, images=calibration_batch(FIT_SIZE, FIT_CROPS))
+    except Exception:  # noqa: BLE001 - the rule then falls through to naming / library; said in the message
+        return None
+    return guess.candidate.name if guess.confident and guess.candidate is not None else None
+
+
 def identify(
     tensors: Any, *, top: int = 5, include: list[str] | None = None, index: SignatureIndex | None = None,
-    progress: bool = True,
+    progress: bool = True, decide_twins: bool = True,
 ) -> IdentifyResult:
     """Rank architectures by how well ``tensors`` fit them; see :class:`IdentifyResult` for what comes back.
 
     ``include`` restricts the search to registered names, fnmatch globs (``"timm:resnet*"``) or the user's own
     code (``"path/file.py:MyNet"``: does this file fit my class, and where not?). Without it, the full index is
     used (built once and cached, see :mod:`pthkit.architectures.index`).
+
+    Twins (architectures the tensors fit equally well, see :mod:`pthkit.architectures.twins`): when they compute
+    different functions, the file's batch-norm statistics decide (``tensors`` must hold values; shapes alone are
+    never confident); when they compute the same function, a stated rule picks one. ``decide_twins=False`` skips
+    this and reports twins as not confident. The evidence is ``result.twin_decision``.
     """
     start = time.perf_counter()
     items = file_items(tensors)
@@ -185,13 +315,13 @@ def identify(
         candidates.append(Candidate(
             architecture=ordered[0], score=m.score, confidence=_confidence(m),  # type: ignore[arg-type]
             matched_by_name=m.by_name, matched_by_shape=m.by_shape, file_tensors=m.file_n, model_tensors=m.model_n,
-            kwargs=dict(m.kwargs), key_map=key_map, head=m.head, differences=list(m.differences),
-            equivalent=ordered[1:],
+            kwargs=_reported_kwargs(ordered[0], m.kwargs), key_map=key_map, head=m.head,
+            differences=list(m.differences), equivalent=ordered[1:],
         ))
 
     best = candidates[0] if candidates else None
     partial: list[PartialMatch] = []
-    for (name, m), cand in zip(matches, candidates):
+    for (_name, m), cand in zip(matches, candidates):
         if m.containment < PARTIAL_MIN or m.model_n > 0.9 * m.file_n:
             continue
         partial.append(PartialMatch(cand.architecture, m.matched, m.model_n, m.file_n, m.prefix))
@@ -213,7 +343,19 @@ def identify(
             rivals.append(cand)
         candidates = [c for c in candidates if c is best or c.architecture not in best.equivalent]
     confident = bool(best and best.confidence == "high" and not rivals)
-    if best is None:
+    twin_message = ""
+    if best is not None and confident and best.equivalent:
+        if decide_twins:
+            settled, confident, twin_message = _settle_twins(best, tensors, items, index)
+        else:
+            settled, confident = best, False
+            twin_message = (f"ambiguous: {', '.join([best.architecture, *best.equivalent])} have the same tensors "
+                            "(twins not decided: decide_twins=False)")
+        candidates = [settled if c is best else c for c in candidates]
+        best = settled
+    if twin_message:
+        message = twin_message
+    elif best is None:
         message = "no confident match: no architecture to compare with"
     elif not confident:
         message = (f"no confident match; nearest: {best.architecture} (score {best.score:.2f}, "
@@ -221,10 +363,6 @@ def identify(
                    "tensors)")
         if rivals:
             message = f"no confident match: {best.architecture} and {rivals[0].architecture} fit equally well"
-    elif best.equivalent:
-        names = [best.architecture, *best.equivalent]
-        shown = " and ".join(names) if len(names) <= 3 else f"{names[0]} and {len(names) - 1} others"
-        message = f"ambiguous: {shown} have the same tensors; they differ in {_how_they_differ(names, index)}"
     else:
         how = "by name" if not best.matched_by_shape else "by name and aligned shapes"
         message = f"identified as {best.architecture} ({best.file_tensors} tensors match {how})"

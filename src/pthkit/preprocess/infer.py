@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -47,6 +48,7 @@ __all__ = [
     "describe_normalization",
     "sample_batch",
     "default_sample_paths",
+    "calibration_batch",
 ]
 
 Confidence = Literal["high", "medium", "low"]
@@ -204,16 +206,38 @@ def _unavailable(message: str, **kwargs: Any) -> NormalizationGuess:
 
 
 def default_sample_paths() -> list[Path]:
-    """Natural colour photos shipped by installed packages (scikit-image, scikit-learn, matplotlib)."""
+    """The calibration crops packaged with pthkit (never photos of optional packages: answers must not depend on
+    which extras are installed)."""
     from pthkit import samples
 
-    paths = list(samples.demo_photos())
-    for extra in (lambda: samples.skimage_photo("motorcycle_left.png"), lambda: samples.sklearn_photo("flower.jpg")):
-        try:
-            paths.append(extra())
-        except PthkitError:
-            pass
-    return paths
+    return samples.calibration_crops()
+
+
+@functools.lru_cache(maxsize=8)
+def _calibration_tensor(size: int) -> torch.Tensor:
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    crops = []
+    for path in default_sample_paths():
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.Resampling.BILINEAR)
+            crops.append(v2.functional.to_dtype(v2.functional.pil_to_tensor(im), torch.float32, scale=True))
+    return torch.stack(crops)
+
+
+def calibration_batch(size: int = 128, count: int | None = None) -> torch.Tensor:
+    """The packaged calibration crops as a ``(N, 3, size, size)`` float batch in [0, 1], RGB (deterministic).
+
+    ``count`` takes that many crops spread evenly over the sorted list (every source photo stays represented).
+    """
+    full = _calibration_tensor(int(size))
+    if count is None or count >= full.shape[0]:
+        return full.clone()
+    idx = torch.linspace(0, full.shape[0] - 1, max(1, int(count))).round().long()
+    return full[idx].clone()
 
 
 @functools.lru_cache(maxsize=4)
@@ -324,8 +348,8 @@ def infer_normalization(
 ) -> NormalizationGuess:
     """Guess which pixel normalization ``model`` was trained with, from its first batch-norm's running statistics.
 
-    ``images``: photos (paths or PIL images) or a ``(N, 3, H, W)`` float batch in [0, 1] RGB; by default the natural
-    photos of :func:`default_sample_paths`, ``crops_per_image`` random crops each. ``candidates`` default to
+    ``images``: photos (paths or PIL images) or a ``(N, 3, H, W)`` float batch in [0, 1] RGB; by default the 40
+    calibration crops packaged with pthkit (:func:`calibration_batch`, at ``crop_size``). ``candidates`` default to
     :data:`DEFAULT_CANDIDATES`. The model is run in eval mode without gradients and left as it was.
 
     Never raises because inference is impossible: the returned guess then has ``candidate=None`` and a ``message``
@@ -340,6 +364,9 @@ def infer_normalization(
     if not bns:
         return _unavailable("cannot infer normalization: the model has no batch-norm layer with running statistics")
 
+    packaged = images is None
+    if images is None:
+        images = calibration_batch(crop_size)
     if isinstance(images, torch.Tensor):
         if images.ndim != 4 or images.shape[1] != 3:
             raise PreprocessError.build("sample images", received=f"a tensor of shape {tuple(images.shape)}",
@@ -369,7 +396,7 @@ def infer_normalization(
                 try:
                     layer, bn, mean, var = _first_bn_input_stats(model, x, bns)
                 except Exception as err:  # noqa: BLE001 - any failure of foreign model code means "cannot infer"
-                    if crop_size < 224 and not isinstance(images, torch.Tensor):
+                    if crop_size < 224 and (packaged or not isinstance(images, torch.Tensor)):
                         retry = True  # models with a fixed input size (timm fixed_input_size): try 224 once
                         break
                     return _unavailable(
@@ -381,8 +408,8 @@ def infer_normalization(
         for m, flag in was_training.items():
             m.training = flag
     if retry:
-        return infer_normalization(model, images=images, candidates=cands, crops_per_image=crops_per_image,
-                                   crop_size=224, seed=seed)
+        return infer_normalization(model, images=None if packaged else images, candidates=cands,
+                                   crops_per_image=crops_per_image, crop_size=224, seed=seed)
 
     if bn is None or layer is None:  # unreachable: cands is not empty
         return _unavailable("cannot infer normalization: no candidate was run")

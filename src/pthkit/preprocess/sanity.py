@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -85,7 +86,10 @@ def check_model_sane(
     images: Sequence[str | os.PathLike | "Image.Image"] | None = None,
     mode: Literal["softmax", "sigmoid", "logits"] = "softmax",
 ) -> list[str]:
-    """Run ``model`` on sample photos (default: :func:`pthkit.samples.demo_photos`) and return warnings.
+    """Run ``model`` on sample photos and return warnings.
+
+    Default photos: the ones packaged with pthkit (:func:`pthkit.samples.calibration_photos`: coffee, cat, rocket,
+    astronaut), so the check runs the same on every install and is never skipped for want of an optional package.
 
     :func:`check_predictions_sane` first; then, for a 1000-output (ImageNet-1k) head on the default photos, the photos
     of known content (coffee → espresso, cat, rocket → missile) must mostly get their class in the top 5 — this
@@ -96,10 +100,10 @@ def check_model_sane(
 
     known: dict[int, str] = {}
     if images is None:
-        from pthkit.samples import DEMO_PHOTOS, demo_photos
+        from pthkit.samples import CALIBRATION_PHOTOS, calibration_photos
 
-        images = demo_photos()
-        known = {i: DEMO_PHOTOS.get(Path(p).name, "") for i, p in enumerate(images)}
+        images = calibration_photos()
+        known = {i: CALIBRATION_PHOTOS.get(Path(p).name, "") for i, p in enumerate(images)}
     tf = preprocess.transform()
     batch = []
     for item in images:
