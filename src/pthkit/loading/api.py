@@ -37,6 +37,16 @@ def identification_error(result: "IdentifyResult", path: Any = None) -> Identifi
     """The one-line refusal when identification is not confident: the top guesses and what to pass instead."""
     guesses = ", ".join(f"{c.architecture} ({c.score:.2f}, {c.confidence})" for c in result.candidates[:3]) or "none"
     where = f" for {path}" if path else ""
+    decision = result.twin_decision
+    if decision is not None and not decision.confident:
+        # Twins: the tensors fit several architectures that compute different things; say which, why undecided,
+        # and the exact flags (the message already carries the fit numbers).
+        return IdentificationError.build(
+            f"architecture{where}", received=result.message,
+            expected="one architecture; these twins fit the tensors equally and differ in "
+                     f"{decision.how_they_differ}",
+            hint=f"Pass {decision.arch_flags()} (arch='NAME'); `pthkit identify FILE --explain` shows the evidence.",
+        )
     return IdentificationError.build(
         f"architecture{where}", received=f"{result.message or 'no confident match'}; top guesses: {guesses}",
         expected="one architecture that fits the file with high confidence",
