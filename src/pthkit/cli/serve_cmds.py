@@ -29,13 +29,14 @@ def serve_command(
     batch_timeout_ms: Annotated[float, typer.Option("--batch-timeout-ms", min=0.0, max=10000.0, help="Longest wait for a batch to fill, in milliseconds.")] = 10.0,
     workers: Annotated[int, typer.Option("--workers", min=1, max=64, help="Inference worker processes, each with its own copy of the model.")] = 1,
     max_upload_mb: Annotated[float, typer.Option("--max-upload-mb", min=0.001, max=2048.0, help="Largest upload accepted (larger: 413).")] = 20.0,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, max=256, help="Intra-op threads per worker (default: the cores other processes leave free at start).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=1000, help="Classes per answer when the request does not say.")] = 5,
     trust: TrustOpt = False,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /info, GET /docs and a web page at GET /."""
-    from pthkit.architectures.user_code import parse_arch_kwargs
     from rich.markup import escape
 
+    from pthkit.architectures.user_code import parse_arch_kwargs
     from pthkit.cli._output import err_console, warn
     from pthkit.serve import ServeConfig, ServePlan, open_served, serve
 
@@ -45,7 +46,7 @@ def serve_command(
 
         label_names = load_labels(labels)
     plan = ServePlan(source=model, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) or None, trust=trust,
-                     device=device, backend=backend, labels=label_names)
+                     device=device, backend=backend, labels=label_names, threads=threads)
     config = ServeConfig(plan=plan, host=host, port=port, max_batch_size=max_batch_size,
                          batch_timeout_ms=batch_timeout_ms, workers=workers, max_upload_mb=max_upload_mb,
                          default_top_k=top_k).validate()

@@ -88,6 +88,10 @@ class PthkitAPI(ls.LitAPI):
 
         from PIL import Image
 
+        if self.plan.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.plan.threads)  # decided once by the server (see server._with_threads)
         # Decompression-bomb warnings are errors in this process for good, whatever threads do with catch_warnings.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         device_name = self.plan.device if self.plan.device != "auto" else str(device)
@@ -173,8 +177,8 @@ class PthkitAPI(ls.LitAPI):
             for i, result in zip(images, self._predict_images([items[i] for i in images])):
                 results[i] = (items[i], result)
         if rows:
-            for i, result in zip(rows, self._predict_rows([items[i] for i in rows])):
-                results[i] = (items[i], result)
+            for i, answer in zip(rows, self._predict_rows([items[i] for i in rows])):
+                results[i] = (items[i], answer)
         return results[0] if single else results
 
     def _predict_images(self, items: list[Item]) -> list[ImageResult]:

@@ -39,13 +39,16 @@ class ServePlan:
     labels: list[str] | None = None
     key_map: dict[str, str] | None = None
     preprocess: "Preprocess | None" = None
+    threads: int | None = None
+    threads_reason: str = ""
 
     def resolved(self, model: "Model") -> "ServePlan":
         """The plan a worker follows to open the same model without identifying it again."""
         return ServePlan(
             source=self.source, arch=model.architecture, arch_kwargs=dict(model.arch_kwargs) or self.arch_kwargs,
             trust=self.trust, device=self.device, backend=self.backend, labels=model.labels,
-            key_map=dict(model.key_map) or None, preprocess=model.preprocess,
+            key_map=dict(model.key_map) or None, preprocess=model.preprocess, threads=self.threads,
+            threads_reason=self.threads_reason,
         )
 
 
@@ -157,13 +160,13 @@ def open_served(plan: ServePlan, *, check: bool = True) -> ServedModel:
 
     ``check``: scan the file first and run :func:`pthkit.open`'s post-load check (the main process).
     """
-    import pthkit
+    from pthkit.api import open as pthkit_open
 
     if plan.source == "":
         raise PreprocessError.build("model", received="an empty path", expected="a weights file or bundle folder")
     scan = scan_model_file(Path(plan.source), trust=plan.trust) if check else None
     try:
-        model = pthkit.open(
+        model = pthkit_open(
             Path(plan.source), arch=plan.arch, arch_kwargs=plan.arch_kwargs, trust=plan.trust, device=plan.device,
             key_map=plan.key_map, labels=plan.labels, backend=plan.backend, check=check,
         )
@@ -182,7 +185,7 @@ def open_in_worker(plan: ServePlan) -> ServedModel:
     :class:`~pthkit.preprocess.Preprocess`: no second identification and no second normalization inference, which
     would cost seconds per worker and could only give the same answer.
     """
-    import pthkit
+    from pthkit.api import open as pthkit_open
 
     source = Path(plan.source)
     if plan.preprocess is None or not source.is_file():
@@ -192,7 +195,7 @@ def open_in_worker(plan: ServePlan) -> ServedModel:
 
     module, report = load_model(source, plan.arch, arch_kwargs=plan.arch_kwargs, device=plan.device,
                                 key_map=plan.key_map, trust=plan.trust)
-    model = pthkit.open(module, arch=report.architecture, labels=plan.labels, backend=plan.backend)
+    model = pthkit_open(module, arch=report.architecture, labels=plan.labels, backend=plan.backend)
     model.preprocess = plan.preprocess
     return ServedModel(model, plan)
 
@@ -230,7 +233,7 @@ _PENDING_MODULES = frozenset({"pthkit.export", "pthkit.export.openers"})
 
 
 def _open_transitional(plan: ServePlan) -> "Model":
-    import pthkit
+    from pthkit.api import open as pthkit_open
     from pthkit.bundle import is_bundle
     from pthkit.model import ModelSource
 
@@ -240,7 +243,7 @@ def _open_transitional(plan: ServePlan) -> "Model":
 
         module, preprocess, config = load_bundle(path, device=plan.device, arch=plan.arch, trust=plan.trust)
         arch = str((config.get("pthkit") or {}).get("arch") or config.get("architecture"))
-        model = pthkit.open(module, arch=arch, labels=plan.labels or getattr(preprocess, "label_names", None),
+        model = pthkit_open(module, arch=arch, labels=plan.labels or getattr(preprocess, "label_names", None),
                             backend=plan.backend)
         model.source = ModelSource("bundle", path)
         model.config = config
@@ -252,7 +255,7 @@ def _open_transitional(plan: ServePlan) -> "Model":
 
     module, report = load_model(path, plan.arch, arch_kwargs=plan.arch_kwargs, device=plan.device,
                                 key_map=plan.key_map, trust=plan.trust)
-    model = pthkit.open(module, arch=report.architecture, labels=plan.labels, backend=plan.backend)
+    model = pthkit_open(module, arch=report.architecture, labels=plan.labels, backend=plan.backend)
     model.source = ModelSource("weights", path)
     model.report = report
     model.arch_kwargs = dict(report.kwargs)

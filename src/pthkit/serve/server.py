@@ -35,6 +35,9 @@ log = logging.getLogger("pthkit.serve")
 
 # LitServe binds only these (its run() refuses others).
 _HOSTS = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}
+# Seconds an idle kept-alive connection stays open (uvicorn's default, 5 s, is shorter than most clients and load
+# balancers keep theirs: a client would then send on a connection the server is closing).
+KEEP_ALIVE_SECONDS = 65
 # Seconds uvicorn waits for requests in flight at shutdown (LitServe's uvicorn_graceful_timeout).
 GRACEFUL_SECONDS = 30
 
@@ -88,6 +91,7 @@ def server_info(served: ServedModel, config: ServeConfig) -> dict[str, Any]:
         "pthkit_version": pthkit.__version__,
         "model": served.info(),
         "backend": served.plan.backend,
+        "threads": {"intra_op": served.plan.threads, "why": served.plan.threads_reason},
         "input": {"kind": "image" if served.is_image_model else "rows", "row_width": served.row_width},
         "batching": {"max_batch_size": config.max_batch_size, "batch_timeout_ms": config.batch_timeout_ms,
                      "workers": config.workers},
@@ -110,6 +114,7 @@ def build_server(config: ServeConfig, served: ServedModel | None = None) -> tupl
     config.validate()
     if served is None:
         served = open_served(config.plan)
+    served.plan = _with_threads(served.plan)
     device = str(served.model.device)
     accelerator = "cuda" if device.startswith("cuda") else "cpu"
     api = PthkitAPI(served.plan, max_batch_size=config.max_batch_size,
@@ -123,6 +128,17 @@ def build_server(config: ServeConfig, served: ServedModel | None = None) -> tupl
     server.uvicorn_graceful_timeout = GRACEFUL_SECONDS
     _add_routes(server, served, config)
     return server, served
+
+
+def _with_threads(plan: ServePlan) -> ServePlan:
+    """Decide the worker's intra-op threads once, here (``--threads``, else the cores other processes leave free:
+    :func:`pthkit.engine.threads.cli_thread_policy`); the worker applies the decision at start."""
+    from dataclasses import replace
+
+    from pthkit.engine.threads import cli_thread_policy
+
+    decision = cli_thread_policy(plan.threads, apply=False)
+    return replace(plan, threads=decision.threads, threads_reason=decision.reason)
 
 
 def _add_routes(server: "ls.LitServer", served: ServedModel, config: ServeConfig) -> None:
@@ -238,7 +254,7 @@ def serve(config: ServeConfig, served: ServedModel | None = None) -> int:
              config.workers, config.max_upload_mb)
     try:
         server.run(host=_HOSTS[config.host], port=config.port, log_level="warning", generate_client_file=False,
-                   access_log=False)
+                   access_log=False, timeout_keep_alive=KEEP_ALIVE_SECONDS)
     except KeyboardInterrupt:
         return 130 if not stopping.is_set() else 0
     finally:
