@@ -126,7 +126,8 @@ def _parity(model: Model, runner: Any) -> ParityReport:
 def _throughput(fn: Any, batch: torch.Tensor) -> float:
     """Images (or rows) per second: median of a few timed calls after one warm-up."""
     with torch.inference_mode():
-        fn(batch)
+        for _ in range(2):  # warm-up: first calls allocate and pick kernels
+            fn(batch)
         times = []
         for _ in range(_TIMING_REPEATS):
             start = time.perf_counter()

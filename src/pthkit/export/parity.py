@@ -177,6 +177,20 @@ def calibration_images() -> list[Path]:
         return samples.demo_photos()
 
 
+_CALIBRATION_CACHE: dict[str, torch.Tensor | None] = {}
+
+
+def _calibration_tensors(preprocess: Any) -> torch.Tensor | None:
+    """The calibration images through ``preprocess`` (memoized per pipeline: parity runs several times per export)."""
+    key = json.dumps(preprocess.to_dict(), sort_keys=True, default=str)
+    if key not in _CALIBRATION_CACHE:
+        if len(_CALIBRATION_CACHE) > 8:
+            _CALIBRATION_CACHE.clear()
+        _CALIBRATION_CACHE[key] = _load_images(calibration_images(), preprocess)[0]
+    cached = _CALIBRATION_CACHE[key]
+    return cached.clone() if cached is not None else None
+
+
 def _load_images(paths: Sequence[str | Path], preprocess: Any) -> tuple[torch.Tensor | None, list[str]]:
     """The images as predict feeds them (same decoder, draft decoding and transform); names of those that failed."""
     from pthkit.data.images import ImageSource
@@ -208,7 +222,7 @@ def parity_inputs(model: Model, images: Sequence[str | Path] | None = None) -> l
     the user's ``images``."""
     sets: list[tuple[str, torch.Tensor]] = []
     if model.is_image_model and model.preprocess is not None:
-        cal, _ = _load_images(calibration_images(), model.preprocess)
+        cal = _calibration_tensors(model.preprocess)
         if cal is not None:
             sets.append((f"calibration images ({len(cal)})", cal))
         if images:
