@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from tests.serve.conftest import Server, kill_group, start_server
 
 CHROMIUM = "/usr/bin/chromium"
