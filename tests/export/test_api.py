@@ -58,7 +58,8 @@ def test_report_file_is_written(model: object, tmp_path: Path, onnx_export: tupl
     assert {d["batch_size"] for d in data["diffs"]} == {1, 2, 7}
 
 
-@pytest.mark.parametrize("fmt,name", [("torchscript", "m.pt"), ("pt2", "m.pt2"), ("openvino", "m.xml")])
+@pytest.mark.parametrize("fmt,name", [pytest.param("torchscript", "m.pt", marks=pytest.mark.slow), ("pt2", "m.pt2"),
+                                      ("openvino", "m.xml")])
 def test_other_formats_export_and_pass_parity(model: object, tmp_path: Path, fmt: str, name: str) -> None:
     result = export_model(model, fmt, tmp_path / name)
     assert result.passed, result.parity.describe()
@@ -157,3 +158,15 @@ def test_metadata_from_a_file_is_validated() -> None:
         ExportMetadata.from_strings({"pthkit.architecture": '"a"', "pthkit.labels": "[oops"}, where="f.onnx")
     with pytest.raises(ExportError, match="labels"):
         ExportMetadata.from_strings({"pthkit.architecture": '"a"', "pthkit.labels": '{"a": 1}'}, where="f.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt,precision,name", [("onnx", "fp16", "h.onnx"), ("onnx", "int8", "q.onnx"),
+                                                ("openvino", "bf16", "b.xml")])
+def test_lower_precisions_report_their_agreement(model: object, tmp_path: Path, fmt: str, precision: str,
+                                                  name: str) -> None:
+    result = export_model(model, fmt, tmp_path / name, precision=precision, allow_mismatch=True)
+    assert result.precision == precision and result.parity.agreements
+    assert result.parity.tolerance.top1 < 1.0  # the lower-precision tolerance, not fp32's
+    meta = ExportMetadata.from_strings(read_metadata(result.path), where=name) if fmt == "onnx" else None
+    assert meta is None or meta.precision == precision

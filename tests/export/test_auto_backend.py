@@ -43,6 +43,7 @@ def test_onnxruntime_backend_sets_runner_and_evidence(cache: Path, onnx_export: 
         assert torch.allclose(model.runner(x), model.module(x), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_auto_races_and_caches_the_decision(cache: Path, onnx_export: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     model = small_model()
     _seeded_export(cache, onnx_export, model)

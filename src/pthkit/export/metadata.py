@@ -112,7 +112,8 @@ class ExportMetadata:
         from pthkit.preprocess.types import Preprocess
 
         data = dict(self.preprocess)
-        sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
+        raw = data.get("sources")
+        sources: dict[str, Any] = raw if isinstance(raw, dict) else {}
         data["sources"] = {str(k): f"{v} (via {where} metadata)" for k, v in sources.items()}
         data.pop("inference", None)
         try:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,7 +145,7 @@ class ParityReport:
             "failures": list(self.failures), "notes": list(self.notes),
         }
 
-    def write(self, path: str | Path) -> Path:
+    def write(self, path: str | os.PathLike[str]) -> Path:
         target = Path(path)
         target.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return target
@@ -217,7 +218,7 @@ def random_inputs(model: Model, n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn((n, *shape), generator=g)
 
 
-def parity_inputs(model: Model, images: Sequence[str | Path] | None = None) -> list[tuple[str, torch.Tensor]]:
+def parity_inputs(model: Model, images: Sequence[str | os.PathLike[str]] | None = None) -> list[tuple[str, torch.Tensor]]:
     """Named input sets for the agreement check: the calibration images (image models) or seeded random inputs, then
     the user's ``images``."""
     sets: list[tuple[str, torch.Tensor]] = []
