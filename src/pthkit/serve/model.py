@@ -165,15 +165,10 @@ def open_served(plan: ServePlan, *, check: bool = True) -> ServedModel:
     if plan.source == "":
         raise PreprocessError.build("model", received="an empty path", expected="a weights file or bundle folder")
     scan = scan_model_file(Path(plan.source), trust=plan.trust) if check else None
-    try:
-        model = pthkit_open(
-            Path(plan.source), arch=plan.arch, arch_kwargs=plan.arch_kwargs, trust=plan.trust, device=plan.device,
-            key_map=plan.key_map, labels=plan.labels, backend=plan.backend, check=check,
-        )
-    except ModuleNotFoundError as err:
-        if err.name not in _PENDING_MODULES:
-            raise
-        model = _open_transitional(plan)
+    model = pthkit_open(
+        Path(plan.source), arch=plan.arch, arch_kwargs=plan.arch_kwargs, trust=plan.trust, device=plan.device,
+        key_map=plan.key_map, labels=plan.labels, backend=plan.backend, check=check,
+    )
     return ServedModel(model, plan, scan)
 
 
@@ -223,54 +218,3 @@ def scan_model_file(path: Path, *, trust: bool) -> dict[str, Any] | None:
             expected="a weights file whose pickles reference only tensor data",
             hint="`pthkit scan FILE` shows every finding; pass --trust only for a file from a source you trust.")
     return summary
-
-
-# --- transitional: until ``pthkit.export`` (imported by ``pthkit.open`` for every path) is committed ---------------------
-# Until then a weights file or bundle is loaded with the loaders ``pthkit.open`` itself uses and wrapped with
-# ``pthkit.open(module)``. Remove this block when ``pthkit.open(path)`` imports cleanly.
-
-_PENDING_MODULES = frozenset({"pthkit.export", "pthkit.export.openers"})
-
-
-def _open_transitional(plan: ServePlan) -> "Model":
-    from pthkit.api import open as pthkit_open
-    from pthkit.bundle import is_bundle
-    from pthkit.model import ModelSource
-
-    path = Path(plan.source)
-    if is_bundle(path):
-        from pthkit.bundle import load_bundle
-
-        module, preprocess, config = load_bundle(path, device=plan.device, arch=plan.arch, trust=plan.trust)
-        arch = str((config.get("pthkit") or {}).get("arch") or config.get("architecture"))
-        model = pthkit_open(module, arch=arch, labels=plan.labels or getattr(preprocess, "label_names", None),
-                            backend=plan.backend)
-        model.source = ModelSource("bundle", path)
-        model.config = config
-        model.evidence = [f"bundle {path.name}: {arch}"]
-        if model.is_image_model:
-            model.preprocess = plan.preprocess or preprocess
-        return model
-    from pthkit.loading import load_model
-
-    module, report = load_model(path, plan.arch, arch_kwargs=plan.arch_kwargs, device=plan.device,
-                                key_map=plan.key_map, trust=plan.trust)
-    model = pthkit_open(module, arch=report.architecture, labels=plan.labels, backend=plan.backend)
-    model.source = ModelSource("weights", path)
-    model.report = report
-    model.arch_kwargs = dict(report.kwargs)
-    model.key_map = dict(report.remapped)
-    cand = report.candidate
-    model.evidence = [f"identified as {report.architecture} (score {cand.score:.2f}, {cand.confidence} confidence)"
-                      if plan.arch is None and cand is not None else f"architecture {report.architecture} (given)"]
-    if model.is_image_model:
-        from pthkit.preprocess import resolve_preprocess
-
-        overrides = {"label_names": list(plan.labels)} if plan.labels else None
-        model.preprocess = plan.preprocess or resolve_preprocess(
-            module, arch=report.architecture, checkpoint=report.checkpoint, overrides=overrides)
-        if model.labels is None and model.preprocess.label_names:
-            model.labels = list(model.preprocess.label_names)
-        model.evidence.append(f"normalization: {model.preprocess.normalization_name} "
-                              f"({model.preprocess.sources.get('mean', 'default')})")
-    return model
