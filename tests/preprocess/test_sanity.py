@@ -54,7 +54,7 @@ def test_real_model_right_and_wrong(lite0_model):
     wrong = pre.with_values("test", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), scale=255.0)
     (warning,) = check_model_sane(lite0_model, wrong)
     assert "only 0 of 3 sample photos with known content get their class in the top 5" in warning
-    assert "coffee.png ->" in warning and "(expected espresso)" in warning
+    assert "photo-coffee.jpg ->" in warning and "(expected espresso)" in warning
     # a model whose head was left at zero predicts the same thing for everything
     broken = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
                                  torch.nn.Linear(4, 10))
