@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,7 @@ class OnnxExportInfo:
 
 
 def _one_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())  # exporters colour their messages
     return f"{type(err).__name__}: {text[:200]}"
 
 
