@@ -9,13 +9,22 @@ import pytest
 
 import pthkit
 
-pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="pyspark needs a Java runtime (none on PATH)")
+# Starting a JVM and Spark's Python workers takes a minute on 2 cores: run with `make test-slow`.
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("java") is None, reason="pyspark needs a Java runtime (none on PATH)")]
 
 
 @pytest.fixture(scope="module")
 def spark():
+    import os
+    import sys
+
     pyspark = pytest.importorskip("pyspark")
     from pyspark.sql import SparkSession
+
+    # Spark's Python workers must run this interpreter (the one with pthkit, torch and pandas installed).
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
 
     session = (SparkSession.builder.master("local[2]").appName("pthkit-test")
                .config("spark.ui.enabled", "false").config("spark.sql.execution.arrow.pyspark.enabled", "true")
@@ -39,7 +48,7 @@ def test_spark_image_udf_matches_local(spark, image_folder: Path, small_classifi
         want = local[row.path]
         assert bool(row.pred.ok) == want.ok
         if want.ok:
-            assert row.pred.index == want.classes[0].index
+            assert row.pred.class_index == want.classes[0].index
             assert abs(row.pred.score - want.classes[0].score) < 1e-5
             assert list(row.pred.top_indices) == [c.index for c in want.classes]
         else:

@@ -5,10 +5,13 @@ model is loaded once per worker through :func:`pthkit.open`, and rows go through
 :meth:`pthkit.model.Model.predict`: the same decoding, preprocessing and row builder as local ``pthkit predict``.
 
 - Image models take a string column of image paths every executor can read, and return
-  ``struct<ok: int, error: string, label: string, index: int, score: float, top_indices: array<int>,
+  ``struct<ok: int, error: string, label: string, class_index: int, score: float, top_indices: array<int>,
   top_scores: array<float>>`` (top-k classes of the same softmax/sigmoid/logits mode as local predict).
 - Tensor (table) models take numeric columns (or one ``array`` column) and return ``array<float>``: the model's
   outputs per row (or class probabilities with ``task="classify"``).
+
+Spark's Python workers must run an interpreter with pthkit installed: set ``PYSPARK_PYTHON`` (Spark's own setting)
+to it on every executor.
 """
 
 from __future__ import annotations
@@ -62,20 +65,21 @@ def predict_udf(
             rows = list(handle.predict([str(p) for p in paths], batch_size=batch_size, top_k=top_k, workers=0,
                                        **predict_options))
             k = top_k
-            out: dict[str, list[Any]] = {k_: [] for k_ in ("ok", "error", "label", "index", "score",
+            out: dict[str, list[Any]] = {k_: [] for k_ in ("ok", "error", "label", "class_index", "score",
                                                             "top_indices", "top_scores")}
             for row in rows:
                 classes = row.classes[:k]
                 out["ok"].append(int(row.ok))
                 out["error"].append(row.error or "")
                 out["label"].append(classes[0].label or "" if classes else "")
-                out["index"].append(classes[0].index if classes else -1)
+                out["class_index"].append(classes[0].index if classes else -1)
                 out["score"].append(classes[0].score if classes else float("nan"))
                 out["top_indices"].append([c.index for c in classes] + [-1] * (k - len(classes)))
                 out["top_scores"].append([c.score for c in classes] + [float("nan")] * (k - len(classes)))
             return {
                 "ok": np.asarray(out["ok"], dtype=np.int32), "error": np.asarray(out["error"], dtype=object),
-                "label": np.asarray(out["label"], dtype=object), "index": np.asarray(out["index"], dtype=np.int32),
+                "label": np.asarray(out["label"], dtype=object),
+                "class_index": np.asarray(out["class_index"], dtype=np.int32),
                 "score": np.asarray(out["score"], dtype=np.float32),
                 "top_indices": np.asarray(out["top_indices"], dtype=np.int32).reshape(len(rows), k),
                 "top_scores": np.asarray(out["top_scores"], dtype=np.float32).reshape(len(rows), k),
@@ -106,7 +110,7 @@ def image_return_type() -> Any:
 
     return StructType([
         StructField("ok", IntegerType()), StructField("error", StringType()), StructField("label", StringType()),
-        StructField("index", IntegerType()), StructField("score", FloatType()),
+        StructField("class_index", IntegerType()), StructField("score", FloatType()),
         StructField("top_indices", ArrayType(IntegerType())), StructField("top_scores", ArrayType(FloatType())),
     ])
 
