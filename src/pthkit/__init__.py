@@ -53,11 +53,11 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from pthkit.api import open
-    from pthkit.model import Model
     from pthkit.architectures import build_model, get_architecture, identify, list_architectures, register_architecture
     from pthkit.bundle import load_bundle, save_bundle
     from pthkit.checkpoint import Checkpoint, read_checkpoint, scan_file
     from pthkit.loading import LoadReport, load_model
+    from pthkit.model import Model
     from pthkit.preprocess import Preprocess, infer_normalization, resolve_preprocess
     from pthkit.summary import summarize
     from pthkit.tasks.evaluate import evaluate

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pthkit.architectures.identify import identify
+from pthkit.architectures.index import SignatureIndex, build_index, get_index
 from pthkit.architectures.registry import (
     ENTRY_POINT_GROUP,
     REGISTRY,
@@ -12,8 +14,6 @@ from pthkit.architectures.registry import (
     register_architecture,
     user_architecture,
 )
-from pthkit.architectures.identify import identify
-from pthkit.architectures.index import SignatureIndex, build_index, get_index
 from pthkit.architectures.signatures import Signature, compute_signature
 from pthkit.architectures.types import Architecture, Candidate, IdentifyResult, PartialMatch
 from pthkit.architectures.user_code import parse_arch_kwargs

@@ -11,8 +11,9 @@ import importlib
 import importlib.util
 import re
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from pthkit.errors import ArchitectureBuildError, InputNotFoundError
 

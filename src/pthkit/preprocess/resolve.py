@@ -19,7 +19,8 @@ not visible in the weights; a wrong crop costs far less than a wrong normalizati
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pthkit.preprocess.infer import NormalizationGuess, describe_normalization, infer_normalization
 from pthkit.preprocess.sources import (
