@@ -53,7 +53,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from pthkit.api import open
-    from pthkit.architectures import build_model, get_architecture, identify, list_architectures, register_architecture
+    from pthkit.architectures import build_model, get_architecture, list_architectures, register_architecture
+    from pthkit.architectures.identify import identify
     from pthkit.bundle import load_bundle, save_bundle
     from pthkit.checkpoint import Checkpoint, read_checkpoint, scan_file
     from pthkit.loading import LoadReport, load_model

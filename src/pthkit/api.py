@@ -15,6 +15,7 @@ Nothing else in pthkit assembles a model, its preprocessing, its labels and its 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -95,7 +96,8 @@ def open(
     from pthkit.bundle import CONFIG_NAME, is_bundle
 
     if path.is_dir() and (path / CONFIG_NAME).exists():
-        read_json_config(path / CONFIG_NAME)  # a broken config is an error here, never a reason to guess
+        cfg = read_json_config(path / CONFIG_NAME)  # a broken config is an error here, never a reason to guess
+        _refuse_half_bundle(path, cfg)
     if is_bundle(path):
         return _open_bundle(path, opts)
     from pthkit.hf import is_hf_folder, open_hf
@@ -103,6 +105,23 @@ def open(
     if is_hf_folder(path):
         return _finish(open_hf(path, opts), opts)
     return _open_weights(path, opts)
+
+
+def _refuse_half_bundle(path: Path, cfg: dict[str, Any]) -> None:
+    """A config that names a pthkit architecture but has no ``model.safetensors`` next to it is a broken bundle.
+
+    Reading such a folder as loose weights would report "no weights files", which hides the real problem.
+    """
+    from pthkit.bundle import WEIGHTS_NAME
+
+    # Another weights file (a timm hub folder's pytorch_model.bin, a shard index) makes it a weights folder instead.
+    names_arch = "architecture" in cfg or isinstance(cfg.get("pthkit"), dict)
+    weights = [p for p in itertools.islice(path.iterdir(), 10_000) if p.suffix in (".safetensors", ".bin", ".pth", ".pt", ".ckpt", ".json")
+               and p.name != "config.json" and p.is_file()]
+    if names_arch and "model_type" not in cfg and not (path / WEIGHTS_NAME).is_file() and not weights:
+        raise BundleError.build("bundle", received=f"{path} (config.json without model.safetensors)",
+                                expected="a bundle folder with model.safetensors and config.json",
+                                hint="Re-create it with `pthkit bundle`, or point at the weights file itself.")
 
 
 # --- sources ---------------------------------------------------------------------------------------------------------
@@ -149,7 +168,7 @@ def _open_weights(path: Path, opts: OpenOptions) -> Model:
         model.preprocess = resolve_preprocess(module, arch=report.architecture, checkpoint=report.checkpoint,
                                               overrides=_with_labels(opts))
         model.evidence.append(f"normalization: {_normalization_evidence(model)}")
-        if opts.check and opts.arch is None and opts.overrides is None:
+        if opts.check and opts.arch is None:  # user overrides are checked too: a wrong --mean is what it catches
             _post_load_check(model)
     return _finish(model, opts)
 
@@ -248,7 +267,8 @@ def _has_classifier(model: Model) -> bool:
     n = model.config.get("num_classes")
     if isinstance(n, int):
         return n > 0
-    return isinstance(getattr(model.module, "num_classes", None), int) and int(model.module.num_classes) > 0
+    n_module = getattr(model.module, "num_classes", None)
+    return isinstance(n_module, int) and n_module > 0
 
 
 def _normalization_evidence(model: Model) -> str:

@@ -9,6 +9,11 @@ Messages are one line and say three things: what was received, what was expected
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 __all__ = [
     "PthkitError",
     "InputNotFoundError",
@@ -42,7 +47,7 @@ class PthkitError(Exception):
         super().__init__(" ".join(str(message).split()))
 
     @classmethod
-    def build(cls, what: str, *, received: str, expected: str, hint: str | None = None) -> "PthkitError":
+    def build(cls, what: str, *, received: str, expected: str, hint: str | None = None) -> Self:
         """``<what>: received <received>; expected <expected>. <hint>``"""
         message = f"{what}: received {received}; expected {expected}."
         if hint:

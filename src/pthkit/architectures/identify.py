@@ -47,7 +47,7 @@ def file_items(tensors: Any) -> list[tuple[str, tuple[int, ...]]]:
     for key, value in tensors.items():
         shape = getattr(value, "shape", value)
         try:
-            items.append((str(key), tuple(int(d) for d in shape)))
+            items.append((str(key), tuple(int(d) for d in shape)))  # type: ignore[union-attr]  # None: TypeError
         except (TypeError, ValueError):
             continue  # not a tensor (a stray int/str entry): not weights
     return items
@@ -300,8 +300,8 @@ def identify(
     members: dict[str, list[str]] = {}
     adjust: dict[str, int] = {}
     for name, m in matches:
-        group = [n for n in index.group_of(name) if in_pool is None or n in in_pool]
-        ordered = sorted(set(group) | {name}, key=lambda n: (_adjustments(m, index.signatures[n]), _preference(n)))
+        pool_group = [n for n in index.group_of(name) if in_pool is None or n in in_pool]
+        ordered = sorted(set(pool_group) | {name}, key=lambda n: (_adjustments(m, index.signatures[n]), _preference(n)))
         members[name] = ordered
         adjust[ordered[0]] = _adjustments(m, index.signatures[ordered[0]])
     # Ties: more tensors matched by name, fewer constructor changes (a 224 ViT also fits the 384 one with img_size).

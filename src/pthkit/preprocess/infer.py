@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -258,7 +259,7 @@ def _decoded(paths: tuple[str, ...], short_side: int) -> tuple["Image.Image", ..
 
 
 def sample_batch(
-    images: Sequence[str | Path | "Image.Image"] | None = None, *, crops_per_image: int = 4, size: int = 128,
+    images: Sequence[str | os.PathLike[str] | "Image.Image"] | None = None, *, crops_per_image: int = 4, size: int = 128,
     seed: int = 0,
 ) -> torch.Tensor:
     """A ``(N, 3, size, size)`` float batch in [0, 1], RGB: random crops (25–100% area) of natural photos.
@@ -343,7 +344,7 @@ def _distance(pm: torch.Tensor, pv: torch.Tensor, rm: torch.Tensor, rv: torch.Te
 
 
 def infer_normalization(
-    model: torch.nn.Module, *, images: Sequence[str | Path | "Image.Image"] | torch.Tensor | None = None,
+    model: torch.nn.Module, *, images: Sequence[str | os.PathLike[str] | "Image.Image"] | torch.Tensor | None = None,
     candidates: Sequence[NormCandidate] | None = None, crops_per_image: int = 4, crop_size: int = 128, seed: int = 0,
 ) -> NormalizationGuess:
     """Guess which pixel normalization ``model`` was trained with, from its first batch-norm's running statistics.
@@ -413,8 +414,10 @@ def infer_normalization(
 
     if bn is None or layer is None:  # unreachable: cands is not empty
         return _unavailable("cannot infer normalization: no candidate was run")
-    rm = bn.running_mean.detach().float().cpu()
-    rv = bn.running_var.detach().float().cpu()
+    running_mean, running_var = bn.running_mean, bn.running_var
+    assert isinstance(running_mean, torch.Tensor) and isinstance(running_var, torch.Tensor)
+    rm = running_mean.detach().float().cpu()
+    rv = running_var.detach().float().cpu()
     common = {"layer": layer, "images": n_images, "crops": int(batch.shape[0])}
     if not (torch.isfinite(rm).all() and torch.isfinite(rv).all()) or float(rv.max()) <= 0:
         return _unavailable(f"cannot infer normalization: the running statistics of {layer} are not usable", **common)

@@ -149,11 +149,11 @@ def _inferred_layer(guess: NormalizationGuess | None, lib: Layer | None, is_bare
     lib_norm = describe_normalization(lib.values["mean"], lib.values["std"], lib.values.get("scale", 1.0),
                                       lib.values.get("channel_order", "rgb")) if lib and "mean" in lib.values else None
     if not guess.available:
-        fallback = f"{lib.source} ({_ARCH_DEFAULT})" if lib_norm else "the defaults"
+        fallback = f"{lib.source} ({_ARCH_DEFAULT})" if lib and lib_norm else "the defaults"
         notes.append(f"{guess.message}; using {fallback}")
         return None
     if not guess.confident:
-        fallback = f"{lib.source} ({_ARCH_DEFAULT})" if lib_norm else "the defaults (ImageNet mean/std)"
+        fallback = f"{lib.source} ({_ARCH_DEFAULT})" if lib and lib_norm else "the defaults (ImageNet mean/std)"
         notes.append(f"normalization inference inconclusive - {guess.message}; using {fallback}")
         return None
     cand = guess.candidate

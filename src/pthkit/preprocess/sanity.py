@@ -127,7 +127,7 @@ def check_model_sane(
         out = out[0]
     warnings = check_predictions_sane(out, mode=mode, label_names=preprocess.label_names)
     if known and not warnings and mode == "softmax":
-        warnings += _known_content_check(out, preprocess.label_names, known, [Path(p).name for p in images])
+        warnings += _known_content_check(out, preprocess.label_names, known, [Path(p).name for p in images if not isinstance(p, Image.Image)])
     return warnings
 
 

@@ -354,17 +354,17 @@ def _parse_override(key: str, field_name: str, value: Any, channels: int) -> Any
             if isinstance(value, str) and value.strip().lower() in NAMED_NORMALIZATIONS:
                 pair = NAMED_NORMALIZATIONS[value.strip().lower()]
                 return tuple(pair[0] if field_name == "mean" else pair[1])
-            nums = _numbers(value)
-            if len(nums) == 1:
-                nums = nums * channels
-            if len(nums) != channels:
+            floats = _numbers(value)
+            if len(floats) == 1:
+                floats = floats * channels
+            if len(floats) != channels:
                 raise ValueError(value)
-            return tuple(nums)
+            return tuple(floats)
         if field_name in ("crop_pct", "scale"):
-            nums = _numbers(value)
-            if len(nums) != 1:
+            floats = _numbers(value)
+            if len(floats) != 1:
                 raise ValueError(value)
-            return nums[0]
+            return floats[0]
         if field_name == "label_names":
             if isinstance(value, str) or not isinstance(value, Sequence):
                 raise ValueError(value)

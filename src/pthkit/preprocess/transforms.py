@@ -76,8 +76,10 @@ def eval_transform(pre: "Preprocess") -> "v2.Compose":
     elif pre.crop_mode == "border":
         size = resize if isinstance(resize, tuple) else (resize, resize)
         mean_rgb, _ = _rgb_order_normalization(pre)
-        fill = [round(255 * v) for v in mean_rgb] if channels == 3 else round(255 * mean_rgb[0])
-        steps += [ResizeKeepRatio(size, interpolation=pre.interpolation, longest=1.0), CenterCropOrPad(crop, fill=fill)]
+        r, g, b = (round(255 * v) for v in mean_rgb) if channels == 3 else (round(255 * mean_rgb[0]),) * 3
+        fill: int | tuple[int, int, int] = (r, g, b) if channels == 3 else r
+        steps += [ResizeKeepRatio(size, interpolation=pre.interpolation, longest=1.0),
+                  CenterCropOrPad(list(crop), fill=fill)]
     elif isinstance(resize, tuple) and resize[0] != resize[1]:
         steps += [ResizeKeepRatio(resize, interpolation=pre.interpolation), v2.CenterCrop(crop)]
     else:

@@ -134,13 +134,13 @@ class Preprocess:
                 raise _bad(name, getattr(self, name), "positive numbers")
             setattr(self, name, value)
         if self.resize_size is not None:
-            rs = self.resize_size
+            rs: int | tuple[int, ...] = self.resize_size
             rs = tuple(int(v) for v in rs) if isinstance(rs, (tuple, list)) else int(rs)
             if isinstance(rs, tuple) and len(rs) == 1:
                 rs = rs[0]
             if (isinstance(rs, tuple) and (len(rs) != 2 or min(rs) < 1)) or (isinstance(rs, int) and rs < 1):
                 raise _bad("resize_size", self.resize_size, "a positive integer or (height, width)")
-            self.resize_size = rs
+            self.resize_size = rs if isinstance(rs, int) else (rs[0], rs[1])
         if self.label_names is not None:
             self.label_names = [str(n) for n in self.label_names]
 
