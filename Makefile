@@ -5,7 +5,8 @@ PY     := $(VENV)/bin/python
 PTHKIT := $(VENV)/bin/pthkit
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow venv bench bench-read bench-identify bench-predict bench-train clean
+.PHONY: demo test test-slow venv bench bench-read bench-identify bench-predict bench-train bench-tables bench-twins \
+        bench-runtimes bench-export-coverage bench-serve bench-ray clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +28,8 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow -p no:cacheprovider
 
 # One command per question; each writes benchmarks/results/<name>.md (collected in BENCHMARKS.md).
-bench: bench-read bench-identify bench-predict bench-train
+# `make bench` runs the ones that finish in minutes; export coverage (about an hour) runs on its own.
+bench: bench-read bench-identify bench-predict bench-train bench-tables bench-twins bench-runtimes bench-serve bench-ray
 
 bench-read: $(STAMP)
 	$(PY) benchmarks/read.py
@@ -40,6 +42,24 @@ bench-predict: $(STAMP)
 
 bench-train: $(STAMP)
 	$(PY) benchmarks/train.py
+
+bench-tables: $(STAMP)
+	$(PY) benchmarks/tables.py
+
+bench-twins: $(STAMP)
+	$(PY) benchmarks/twins.py
+
+bench-runtimes: $(STAMP)
+	$(PY) benchmarks/runtimes.py
+
+bench-export-coverage: $(STAMP)
+	$(PY) benchmarks/export_coverage.py
+
+bench-serve: $(STAMP)
+	$(PY) benchmarks/serve.py
+
+bench-ray: $(STAMP)
+	$(PY) benchmarks/ray_predict.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -2,7 +2,7 @@
 to ONNX by ``pthkit.export`` (dynamo exporter, TorchScript fallback), parity checked with ONNX Runtime.
 
 Random init (no downloads). Each model runs in its own subprocess (1 torch thread, ``nice``), bounded by a per-model
-timeout; results are appended to ``results/export_coverage.jsonl`` as they finish, and ``results/export_coverage.md``
+timeout; results are appended to ``benchmarks/results/export_coverage.jsonl`` as they finish, and ``benchmarks/results/export_coverage.md``
 is rewritten from them (``--report-only`` rewrites it from whatever finished). Parity: max abs/rel difference at
 batch 1, 2 and 7 and top-1/top-5 agreement on 16 packaged calibration images (fp32 tolerance as ``pthkit export``).
 
@@ -22,8 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-JSONL = ROOT / "results" / "export_coverage.jsonl"
-MD = ROOT / "results" / "export_coverage.md"
+JSONL = ROOT / "benchmarks" / "results" / "export_coverage.jsonl"
+MD = ROOT / "benchmarks" / "results" / "export_coverage.md"
 SIZE_WORDS = ["atto", "femto", "pico", "nano", "tiny", "xxs", "xs", "mini", "small", "lite0", "b0", "s", "050", "075",
               "100", "18", "26", "34", "50"]
 # torchvision models run last (largest): minutes each on a 2-core machine.

@@ -1,5 +1,5 @@
 """Model-only throughput: eager PyTorch (channels_last, inference_mode) vs ONNX Runtime vs OpenVINO f32/bf16 (and
-ONNX Runtime int8 with --int8), same random input, medians; writes results/runtimes.md.
+ONNX Runtime int8 with --int8), same random input, medians; writes benchmarks/results/runtimes.md.
 
 Random init via timm (no downloads). Each runtime is built through pthkit's own code (export_onnx, the engine's
 backends), so the numbers are what ``--backend`` gets.
@@ -84,7 +84,7 @@ def main() -> None:
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 32])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--int8", action="store_true")
-    ap.add_argument("--out", default=str(ROOT / "results" / "runtimes.md"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "runtimes.md"))
     args = ap.parse_args()
     rows = []
     for name in args.models:

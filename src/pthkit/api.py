@@ -88,7 +88,7 @@ def open(
         return _finish(open_exported(path, opts), opts)
     for predicate, opener in registered_openers():
         if predicate(path):
-            return opener(path, opts)
+            return _finish(opener(path, opts), opts)  # task, labels and backend apply to plugin sources too
     if not path.exists():
         raise InputNotFoundError.build("model", received=f"{path} (not found)",
                                        expected="a weights file, a bundle folder, a Hugging Face folder or an export",

@@ -20,6 +20,7 @@ __all__ = [
     "CheckpointError",
     "UnsupportedFormatError",
     "CorruptCheckpointError",
+    "NoTensorDataError",
     "BudgetExceededError",
     "UnsafeCheckpointError",
     "ArchitectureError",
@@ -34,6 +35,7 @@ __all__ = [
     "BundleError",
     "TrainingError",
     "ExportError",
+    "ParityError",
 ]
 
 

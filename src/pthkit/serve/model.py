@@ -182,8 +182,10 @@ def open_in_worker(plan: ServePlan) -> ServedModel:
     """
     from pthkit.api import open as pthkit_open
 
+    from pthkit.export.openers import is_exported
+
     source = Path(plan.source)
-    if plan.preprocess is None or not source.is_file():
+    if plan.preprocess is None or not source.is_file() or is_exported(source):  # an .onnx/.xml carries its own
         served = open_served(plan, check=False)
         return served
     from pthkit.loading import load_model
