@@ -71,3 +71,21 @@ def test_a_broken_onnx_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(ExportError) as info:
         pthkit.open(bad)
     assert "\n" not in str(info.value)
+
+
+def test_a_served_export_opens_as_an_export_in_the_workers(onnx_export):
+    """The serve workers re-open the main process's plan; an .onnx must not go to the weights loader."""
+    from PIL import Image
+
+    from pthkit.serve.model import ServePlan, open_in_worker, open_served
+
+    model, path, _ = onnx_export
+    main = open_served(ServePlan(source=str(path)), check=False)
+    worker = open_in_worker(ServePlan(source=str(path)).resolved(main.model))
+    assert worker.model.module is None and worker.model.runner is not None
+    assert worker.model.labels == model.labels
+    image = Image.new("RGB", (80, 70), (120, 30, 200))
+    ours = next(iter(worker.model.predict([image], top_k=3)))
+    theirs = next(iter(model.predict([image], top_k=3)))
+    assert [c.label for c in ours.classes] == [c.label for c in theirs.classes]
+    assert all(abs(a.score - b.score) < 1e-4 for a, b in zip(ours.classes, theirs.classes))
