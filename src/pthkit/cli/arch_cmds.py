@@ -21,7 +21,7 @@ from pthkit.cli._options import (
     TrustOpt,
     top_k,
 )
-from pthkit.cli._output import console, print_json
+from pthkit.cli._output import console, literal, print_json
 
 if TYPE_CHECKING:
     from pthkit.architectures.types import IdentifyResult
@@ -39,7 +39,8 @@ def _parse_kwargs(items: list[str] | None) -> dict[str, Any]:
 
 
 def _print_lines(text: str, *, style: str | None = None) -> None:
-    # markup=False: keys and shapes contain brackets ("[1000, 512]") that rich would read as markup.
+    # markup=False: keys and shapes contain brackets ("[1000, 512]") that rich would read as markup. The console shows
+    # control characters from the file (key names, class names) as escapes.
     console.print(text, markup=False, style=style)
 
 
@@ -80,7 +81,7 @@ def architectures(
 def _render_identify(result: "IdentifyResult", path: Path) -> None:
     from rich.table import Table
 
-    table = Table(title=f"Architectures that fit {path.name}", title_justify="left")
+    table = Table(title=f"Architectures that fit {literal(path.name)}", title_justify="left")
     table.add_column("#", justify="right")
     table.add_column("architecture", no_wrap=True)
     table.add_column("score", justify="right")
@@ -91,10 +92,10 @@ def _render_identify(result: "IdentifyResult", path: Path) -> None:
     colors = {"high": "green", "medium": "yellow", "low": "red"}
     for rank, cand in enumerate(result.candidates, 1):
         table.add_row(
-            str(rank), cand.architecture, f"{cand.score:.3f}",
-            f"[{colors.get(cand.confidence, 'white')}]{cand.confidence}[/]",
+            str(rank), literal(cand.architecture), f"{cand.score:.3f}",
+            f"[{colors.get(cand.confidence, 'white')}]{literal(cand.confidence)}[/]",
             f"{cand.matched_by_name}/{cand.file_tensors}", str(cand.matched_by_shape),
-            ", ".join(f"{k}={v!r}" for k, v in cand.kwargs.items()) or "-",
+            literal(", ".join(f"{k}={v!r}" for k, v in cand.kwargs.items()) or "-"),
         )
     console.print(table)
     for rank, cand in enumerate(result.candidates, 1):

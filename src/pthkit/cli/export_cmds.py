@@ -2,7 +2,8 @@
 
 Thin over :func:`pthkit.export.export_model`; torch and the export package are imported inside the command so
 ``pthkit --help`` stays instant. The parity report goes to stderr (``--json`` prints the result as JSON on stdout);
-a parity failure exits non-zero (the export error code) unless ``--allow-mismatch``.
+a parity failure exits non-zero (the export error code) unless ``--allow-mismatch``. Everything goes through the CLI's
+consoles with ``markup=False``: names from the model show as written, control characters as escapes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def export_command(
     --images). Beyond tolerance (fp32: max abs ≤ 1e-4 × the logits' scale, top-1 100%) it exits non-zero."""
     from pthkit.architectures.user_code import parse_arch_kwargs
     from pthkit.cli._output import err_console, print_json
+    from pthkit.cli._safe_text import safe_text
     from pthkit.errors import ExportError
 
     suffix = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2", "openvino": ".xml"}
@@ -52,7 +54,7 @@ def export_command(
     handle = open_model(model, arch=arch, arch_kwargs=parse_arch_kwargs(arch_kwargs) or None, trust=trust, device="cpu",
                         overrides=overrides, labels=str(labels) if labels is not None else None)
     target = out if out is not None else Path(Path(model).name).with_suffix(suffix[format])
-    err_console.print(f"{handle.summary_line()}; exporting to {format} …", markup=False)
+    err_console.print(f"{safe_text(handle.summary_line(), newlines=False)}; exporting to {format} …", markup=False)
     try:
         result = export_model(handle, format, target, opset=opset, precision=precision, images=images,
                               allow_mismatch=allow_mismatch, report=report)

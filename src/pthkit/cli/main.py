@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from importlib import import_module
 
 import typer
@@ -31,8 +32,8 @@ EXIT_BROKEN_PIPE = 141
 _MEANINGS = {
     3: "input not found", 4: "unsafe file (code would run; --trust only for files you trust)",
     5: "weights file or bundle unreadable", 6: "architecture unknown, unbuildable or not identified",
-    7: "weights do not fit the architecture", 8: "data, image or preprocessing value invalid", 9: "export failed",
-    10: "serving failed", 11: "fine-tuning could not start or continue",
+    7: "weights do not fit the architecture", 8: "data, image or preprocessing value invalid",
+    9: "export failed or its outputs differ from torch's", 11: "fine-tuning could not start or continue",
 }
 
 
@@ -51,6 +52,7 @@ def exit_code_table() -> list[tuple[int, str]]:
     rows += [(code, f"{_MEANINGS.get(code, 'error')} ({', '.join(names)})")
              for code, names in sorted(by_code.items()) if code > EXIT_USAGE]
     rows.append((EXIT_INTERRUPTED, "interrupted (Ctrl-C)"))
+    rows.append((EXIT_BROKEN_PIPE, "output pipe closed early (e.g. `| head`)"))
     return rows
 
 
@@ -103,6 +105,41 @@ def _register_all() -> None:
 _register_all()
 
 
+def _error_line(text: str) -> None:
+    """Print one line on stderr with every terminal control character shown as an escape (error details come from
+    files: names, paths, values), and never more than one line."""
+    from pthkit.cli._safe_text import safe_text
+
+    print(safe_text(text, newlines=False), file=sys.stderr)
+
+
+def _show_usage_error(err: Exception) -> None:
+    """The framework's "Usage: … / Error: …" text, with control characters escaped (it quotes the values given)."""
+    import io
+
+    from pthkit.cli._safe_text import safe_text
+
+    buffer = io.StringIO()
+    show = getattr(err, "show", None)
+    if callable(show):
+        show(file=buffer)
+    else:  # a bare TyperException
+        buffer.write(f"Error: {err}\n")
+    sys.stderr.write(safe_text(buffer.getvalue()))
+    sys.stderr.flush()
+
+
+_FORMATWARNING = warnings.formatwarning
+
+
+def _safe_formatwarning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                        line: str | None = None) -> str:
+    """``warnings.formatwarning`` for the CLI: the same text, control characters escaped (warnings name files)."""
+    from pthkit.cli._safe_text import safe_text
+
+    return safe_text(_FORMATWARNING(message, category, filename, lineno, line))
+
+
 def _cli_exception_exit_code(err: Exception) -> int | None:
     """Handle the CLI framework's own exceptions (usage errors, Exit, Abort); None for anything else.
 
@@ -123,10 +160,10 @@ def _cli_exception_exit_code(err: Exception) -> int | None:
     if isinstance(err, tuple(exit_types)):
         return int(getattr(err, "exit_code", 1))
     if isinstance(err, tuple(usage_types)):
-        err.show()  # type: ignore[attr-defined]  # "Usage: … / Error: …" from the framework
+        _show_usage_error(err)  # "Usage: … / Error: …" from the framework
         return int(getattr(err, "exit_code", 2))
     if isinstance(err, tuple(abort_types)):  # click turns Ctrl-C during a prompt into Abort
-        print(f"Interrupted{_progress_note()}.", file=sys.stderr)
+        _error_line(f"Interrupted{_progress_note()}.")
         return EXIT_INTERRUPTED
     return None
 
@@ -147,17 +184,30 @@ def _progress_note() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; map every error to one line on stderr and a non-zero exit code."""
+    """Run the CLI; map every error to one line on stderr and a non-zero exit code.
+
+    Python warnings shown while it runs have their control characters escaped, like every other line it prints.
+    """
+    previous = warnings.formatwarning
+    warnings.formatwarning = _safe_formatwarning  # only formats what is shown; recorded warnings are untouched
+    try:
+        return _main(argv)
+    finally:
+        if warnings.formatwarning is _safe_formatwarning:
+            warnings.formatwarning = previous
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         result = app(args=argv, standalone_mode=False)
     except PthkitError as err:
         if _debug():
             raise
         # Exactly one line: what was received, what was expected, what to do (the message says all three).
-        print(f"Error: {err}", file=sys.stderr)
+        _error_line(f"Error: {err}")
         return err.exit_code
     except KeyboardInterrupt:
-        print(f"Interrupted{_progress_note()}.", file=sys.stderr)
+        _error_line(f"Interrupted{_progress_note()}.")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # `pthkit inspect --json | head`: the reader went away. Point stdout at devnull so the interpreter's final
@@ -174,14 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         if _debug():
             raise
         message = " ".join(str(err).split())
-        print(
+        _error_line(
             f"Error: unexpected {type(err).__name__}: {message} (a bug in pthkit; set {DEBUG_ENV}=1 for the traceback"
-            " and report it)",
-            file=sys.stderr,
+            " and report it)"
         )
         return 1
     if result == EXIT_INTERRUPTED:  # typer turns Ctrl-C inside a command into a bare 130: add the one line
-        print(f"Interrupted{_progress_note()}.", file=sys.stderr)
+        _error_line(f"Interrupted{_progress_note()}.")
     return result if isinstance(result, int) else 0
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pthkit.cli._options import JsonOpt, NoStripPrefixOpt, SelectOpt, TrustOpt
-from pthkit.cli._output import console, print_json, warn
+from pthkit.cli._output import console, literal, print_json, warn
 from pthkit.cli._safe_text import safe_text
 
 if TYPE_CHECKING:
@@ -39,9 +39,7 @@ SEVERITY_STYLE = {"info": "dim", "warning": "yellow", "danger": "bold red"}
 
 def escape(text: object) -> str:
     """Rich-markup-escaped text with every terminal control character shown as an escape (text read from files)."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(safe_text(text, newlines=False))
+    return literal(text)
 
 
 def register(app: typer.Typer) -> None:

@@ -34,10 +34,8 @@ def serve_command(
     trust: TrustOpt = False,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /info, GET /docs and a web page at GET /."""
-    from rich.markup import escape
-
     from pthkit.architectures.user_code import parse_arch_kwargs
-    from pthkit.cli._output import err_console, warn
+    from pthkit.cli._output import err_console, literal, safe_logger, warn
     from pthkit.serve import ServeConfig, ServePlan, open_served, serve
 
     label_names = None
@@ -51,9 +49,10 @@ def serve_command(
                          batch_timeout_ms=batch_timeout_ms, workers=workers, max_upload_mb=max_upload_mb,
                          default_top_k=top_k).validate()
     served = open_served(plan)  # refuses an unsafe or unreadable file here, before anything listens
-    err_console.print(f"[bold]pthkit serve[/bold]: {escape(served.model.summary_line())}")
+    err_console.print(f"[bold]pthkit serve[/bold]: {literal(served.model.summary_line())}")
     for message in served.model.warnings:
         warn(message)
+    safe_logger("pthkit.serve")  # request paths and errors in the server's log: control characters escaped
     raise typer.Exit(serve(config, served))
 
 

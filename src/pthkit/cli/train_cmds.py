@@ -176,7 +176,7 @@ def evaluate_command(
     report = evaluate(handle.module, data, arch=handle.architecture, preprocess=handle.preprocess,
                       label_names=handle.labels, batch_size=batch_size, workers=workers, device=device, amp=amp,
                       trust=trust, out_dir=out)
-    from pthkit.cli._output import console, print_json
+    from pthkit.cli._output import console, literal, print_json
 
     if json_out:
         print_json(report.to_dict())
@@ -187,7 +187,7 @@ def evaluate_command(
     table = Table("class", "precision", "recall", "F1", "support")
     for c in report.per_class:
         if c.support or c.precision:
-            table.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+            table.add_row(literal(c.name), f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
     console.print(table)
 
 

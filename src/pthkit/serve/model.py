@@ -181,7 +181,6 @@ def open_in_worker(plan: ServePlan) -> ServedModel:
     would cost seconds per worker and could only give the same answer.
     """
     from pthkit.api import open as pthkit_open
-
     from pthkit.export.openers import is_exported
 
     source = Path(plan.source)

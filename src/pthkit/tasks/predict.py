@@ -367,7 +367,7 @@ def save_features(predictions: Sequence[Prediction], path: str | os.PathLike[str
     if suffix == ".npy":
         np.save(path, array)
         sidecar = path.with_name(path.stem + ".paths.txt")
-        sidecar.write_text("".join(p + "\n" for p in paths), encoding="utf-8")
+        sidecar.write_text("".join(p + "\n" for p in paths), encoding="utf-8", errors="surrogateescape")
         return [path, sidecar]
     from safetensors.numpy import save_file
 
