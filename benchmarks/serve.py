@@ -39,6 +39,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _machine import cpu_name, loadavg  # noqa: E402
+
 ROOT = HERE.parent
 PYTHON = sys.executable
 HOST = "127.0.0.1"
@@ -320,23 +323,6 @@ def model_only(threads: int, seconds: float = 4.0) -> dict[int, float]:
 
 
 # --- report ----------------------------------------------------------------------------------------------------------
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "?"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def main() -> int:

@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from torch import nn
 
+from _tabular_model import MyModel
 from pthkit.errors import PreprocessError
 from pthkit.input_spec import InputSpec, infer_input_spec, parse_input_shape, spec_from_shape
-
-
-class MyModel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer1 = nn.Linear(10, 50)
-        self.layer2 = nn.Linear(50, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer2(torch.relu(self.layer1(x)))
 
 
 class Tokens(nn.Module):

@@ -13,52 +13,27 @@ import numpy as np
 import pytest
 import torch
 
+from _tabular_model import NAMES, single_thread, write_model
 from pthkit.cli.main import main
-
-MODEL_PY = '''
-import torch
-from torch import nn
-
-
-class MyModel(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layer1 = nn.Linear(10, 50)
-        self.layer2 = nn.Linear(50, 2)
-
-    def forward(self, x):
-        return self.layer2(torch.relu(self.layer1(x)))
-'''
-NAMES = [f"f{i}" for i in range(10)]
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
 def ex(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     root = tmp_path_factory.mktemp("ex")
-    (root / "my_model.py").write_text(MODEL_PY)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("my_model_cli", root / "my_model.py")
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    torch.manual_seed(0)
-    model = mod.MyModel().eval()
-    torch.save(torch.nn.DataParallel(model).state_dict(), root / "my_custom_model.pth")
+    arch, weights, model = write_model(root, data_parallel=True)
     x = np.random.default_rng(0).normal(size=(30, 10)).astype(np.float32)
     with open(root / "rows.csv", "w") as fh:
         fh.write(",".join(NAMES) + "\n")
         np.savetxt(fh, x, delimiter=",", fmt="%.9g")
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
-    return {"root": root, "arch": f"{root / 'my_model.py'}:MyModel", "weights": str(root / "my_custom_model.pth"),
+    return {"root": root, "arch": arch, "weights": str(weights),
             "rows": str(root / "rows.csv"), "x": x, "expected": expected}
 
 
@@ -186,17 +161,8 @@ def test_evaluate_regression_reports_mae_rmse_r2(ex: dict, tmp_path: Path, capsy
     code, stdout, _ = _run(["evaluate", ex["weights"], str(data), "--arch", ex["arch"], "--target", "y",
                             "--columns", ",".join(NAMES), "--json"], capsys)
     assert code == 8  # two outputs for one target column: refused
-    one = tmp_path / "one.py"
-    one.write_text(MODEL_PY.replace("nn.Linear(50, 2)", "nn.Linear(50, 1)"))
-    import importlib.util
-
-    s = importlib.util.spec_from_file_location("one_cli", one)
-    mod = importlib.util.module_from_spec(s)  # type: ignore[arg-type]
-    s.loader.exec_module(mod)  # type: ignore[union-attr]
-    torch.manual_seed(2)
-    m1 = mod.MyModel().eval()
-    torch.save(m1.state_dict(), tmp_path / "one.pth")
-    code, stdout, _ = _run(["evaluate", str(tmp_path / "one.pth"), str(data), "--arch", f"{one}:MyModel",
+    one_arch, one_weights, m1 = write_model(tmp_path / "one", seed=2, out_features=1)
+    code, stdout, _ = _run(["evaluate", str(one_weights), str(data), "--arch", one_arch,
                             "--target", "y", "--json"], capsys)
     assert code == 0
     report = json.loads(stdout)
@@ -214,3 +180,40 @@ def test_identify_reports_no_num_classes_for_a_class_without_it(ex: dict, capsys
     data = json.loads(out)
     first = data["candidates"][0] if "candidates" in data else data
     assert "num_classes" not in first.get("kwargs", {})
+
+
+def test_predict_plain_lines_and_save_outputs_with_csv(ex: dict, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["predict", ex["weights"], ex["rows"], "--arch", ex["arch"]], capsys)
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == len(ex["x"]) and lines[16].startswith(f"{ex['rows']}:17: output_0=")
+    values = [[float(kv.split("=")[1]) for kv in line.split(": ", 1)[1].split(", ")] for line in lines]
+    np.testing.assert_allclose(values, ex["expected"], atol=1e-5)
+    target = tmp_path / "both.safetensors"
+    code, out, _ = _run(["predict", ex["weights"], ex["rows"], "--arch", ex["arch"], "--csv", "--save-outputs",
+                         str(target)], capsys)
+    assert code == 0 and len(out.splitlines()) == len(ex["x"]) + 1
+    from safetensors.numpy import load_file
+
+    np.testing.assert_allclose(load_file(str(target))["output"], ex["expected"], atol=1e-5)
+
+
+def test_save_outputs_of_an_empty_table_is_refused(ex: dict, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text(",".join(NAMES) + "\n")
+    code, _, err = _run(["predict", ex["weights"], str(empty), "--arch", ex["arch"], "--save-outputs",
+                         str(tmp_path / "o.npy")], capsys)
+    assert code == 8 and "no successful rows" in err and not (tmp_path / "o.npy").exists()
+
+
+def test_backend_onnxruntime_runs_tables_too(ex: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    monkeypatch.setenv("PTHKIT_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, err = _run(["predict", ex["weights"], ex["rows"], "--arch", ex["arch"], "--backend", "onnxruntime",
+                           "--json", "--explain"], capsys)
+    assert code == 0 and "onnxruntime" in err
+    np.testing.assert_allclose([json.loads(line)["outputs"] for line in out.splitlines()], ex["expected"], atol=1e-5)

@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tasks"))
 from _train_data import CLASSES, TINY_ARCH, make_image_folder, make_tiny_weights  # noqa: E402
+from _tabular_model import MODEL_PY  # noqa: E402
 
 from pthkit.cli.main import main  # noqa: E402
 
@@ -186,27 +187,11 @@ def test_finetune_flags_reach_the_api(tmp_path: Path, capsys: pytest.CaptureFixt
     assert Path(seen["out"]) == tmp_path / "run"
 
 
-_USER_MODEL = """
-import torch
-from torch import nn
-
-
-class MyModel(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layer1 = nn.Linear(10, 50)
-        self.layer2 = nn.Linear(50, 2)
-
-    def forward(self, x):
-        return self.layer2(torch.relu(self.layer1(x)))
-"""
-
-
 def test_bundle_of_a_user_class_without_num_classes_records_and_rebuilds_its_new_head(tmp_path, capsys):
     """The document's custom model: its head is found by structure, replaced for 3 labels, and rebuilt on open."""
     import pthkit
 
-    (tmp_path / "my_model.py").write_text(_USER_MODEL)
+    (tmp_path / "my_model.py").write_text(MODEL_PY)
     spec = f"{tmp_path / 'my_model.py'}:MyModel"
     torch.manual_seed(0)
     state = {"layer1.weight": torch.randn(50, 10), "layer1.bias": torch.randn(50),

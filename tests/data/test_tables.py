@@ -285,6 +285,30 @@ def test_several_files_are_one_source(tmp_path: Path, x: np.ndarray) -> None:
     assert source.name(20).endswith("b.npy[0]") and source.name(19).endswith("a.csv:20")
 
 
+def test_name_runs_spell_the_same_names_as_name(tmp_path: Path, x: np.ndarray) -> None:
+    a = _csv(tmp_path / "a.csv", x[:20], NAMES)
+    np.save(tmp_path / "b.npy", x[20:])
+    source = open_inputs([str(a), str(tmp_path / "b.npy")], spec=SPEC10)
+    for start, stop in ((0, len(x)), (5, 25), (20, 30), (3, 3)):
+        runs = tables.name_runs(source, start, stop)
+        assert runs is not None
+        spelled = [f"{prefix}{first + k}{suffix}" for prefix, first, suffix, count in runs for k in range(count)]
+        assert spelled == [source.name(i) for i in range(start, stop)]
+    rows = open_inputs(pd_frame(x), spec=SPEC10)
+    assert tables.name_runs(rows, 2, 4) == [("dataframe:", 3, "", 2)] and rows.name(2) == "dataframe:3"
+
+    class Opaque:  # a source that cannot describe its names
+        def name(self, index: int) -> str:
+            return f"item {index}"
+
+    assert tables.name_runs(Opaque(), 0, 3) is None  # type: ignore[arg-type]
+
+
+def pd_frame(x: np.ndarray) -> object:
+    pd = pytest.importorskip("pandas")
+    return pd.DataFrame(x, columns=NAMES)
+
+
 def test_blank_lines_and_crlf_are_not_rows(tmp_path: Path) -> None:
     path = tmp_path / "crlf.csv"
     path.write_bytes(b"a,b\r\n1,2\r\n\r\n3,4\n\n5,6")

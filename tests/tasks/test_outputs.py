@@ -11,27 +11,17 @@ import torch
 from torch import nn
 
 import pthkit
-from pthkit.errors import DatasetError, PreprocessError
+from _tabular_model import NAMES, MyModel, single_thread
+from pthkit.errors import DatasetError, InputNotFoundError, PreprocessError
 from pthkit.tasks.outputs import (
     TensorPrediction,
     csv_header,
     csv_row,
     predict_arrays,
+    predict_blocks,
     predict_tensors,
     save_outputs,
 )
-
-NAMES = [f"f{i}" for i in range(10)]
-
-
-class MyModel(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer1 = nn.Linear(10, 50)
-        self.layer2 = nn.Linear(50, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer2(torch.relu(self.layer1(x)))
 
 
 class TwoHeads(nn.Module):
@@ -49,10 +39,8 @@ class TwoHeads(nn.Module):
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +207,26 @@ def test_a_model_with_another_first_layer(x: np.ndarray) -> None:
         expected = m(torch.from_numpy(seqs)).numpy()
     np.testing.assert_allclose([r.outputs["output"] for r in rows], expected, atol=1e-5)  # type: ignore[index]
     assert isinstance(rows[0], TensorPrediction)
+
+
+def test_predict_blocks_are_consecutive_and_equal_model_of_x(tmp_path: Path, model: MyModel, x: np.ndarray) -> None:
+    path = _write("csv", tmp_path, x)
+    blocks = list(predict_blocks(model, path, batch_size=4, block_rows=10))
+    assert [(b.start, b.stop) for b in blocks] == [(s, min(s + 12, len(x))) for s in range(0, len(x), 12)]
+    assert blocks[1].names()[0] == f"{path}:13"
+    np.testing.assert_allclose(np.concatenate([b.arrays["output"] for b in blocks]), _expected(model, x), atol=1e-5)
+    with pytest.raises(PreprocessError):
+        predict_blocks(model, path, block_rows=0)
+    with pytest.raises(InputNotFoundError):
+        predict_blocks(model, str(tmp_path / "missing.csv"))  # checked before the first block
+
+
+def test_rows_leave_the_garbage_collector_as_they_found_it(model: MyModel, x: np.ndarray) -> None:
+    import gc
+
+    assert len(list(predict_tensors(model, x, batch_size=8))) == len(x) and gc.isenabled()
+    gc.disable()
+    try:
+        assert len(list(predict_tensors(model, x, batch_size=8))) == len(x) and not gc.isenabled()
+    finally:
+        gc.enable()

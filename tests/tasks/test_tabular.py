@@ -10,33 +10,17 @@ import pytest
 import torch
 
 import pthkit
+from _tabular_model import NAMES, single_thread, write_model
 from pthkit.errors import PreprocessError, TrainingError
 from pthkit.tasks.tabular import RegressionReport, decide_task, evaluate_table, finetune_table
 
-MODEL_PY = '''
-import torch
-from torch import nn
-
-
-class MyModel(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.layer1 = nn.Linear(10, 50)
-        self.layer2 = nn.Linear(50, 2)
-
-    def forward(self, x):
-        return self.layer2(torch.relu(self.layer1(x)))
-'''
-NAMES = [f"f{i}" for i in range(10)]
 SPECIES = ["setosa", "versicolor", "virginica"]
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -44,14 +28,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """my_model.py, weights saved through DataParallel ('module.' prefix), a separable 3-class table, a linear
     regression table."""
     root = tmp_path_factory.mktemp("tab")
-    (root / "my_model.py").write_text(MODEL_PY)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("my_model_tab", root / "my_model.py")
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    torch.manual_seed(0)
-    torch.save(torch.nn.DataParallel(mod.MyModel()).state_dict(), root / "my_custom_model.pth")
+    write_model(root, data_parallel=True)
     rng = np.random.default_rng(0)
     n = 300
     y = rng.integers(0, 3, n)

@@ -7,8 +7,6 @@ note, warning, the explanation and the summary go to stderr.
 
 from __future__ import annotations
 
-import csv
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
@@ -27,6 +25,7 @@ from pthkit.cli._options import (
     parse_size,
 )
 from pthkit.cli._options import top_k as resolve_top_k
+from pthkit.cli.ray_cmds import EngineOpt, NumActorsOpt, OutOpt, RayAddressOpt
 from pthkit.cli.tabular_cmds import (
     AllowNanOpt,
     ColumnsOpt,
@@ -78,61 +77,11 @@ def _sanity(predictions: list[Prediction], mode: str, label_names: Any, warn: An
         warn(message)
 
 
-def _csv_header(mode: str, k: int, n_logits: int) -> list[str]:
-    head = ["path", "ok", "error"]
-    if mode == "sigmoid":
-        return head + ["labels", "indices", "scores"]
-    if mode == "logits":
-        return head + [f"logit_{i}" for i in range(n_logits)]
-    for r in range(1, k + 1):
-        head += [f"label_{r}", f"index_{r}", f"score_{r}"]
-    return head
+def _escape(text: object, *, newlines: bool = False) -> str:
+    """File-derived text (names, labels, errors) for a markup string: controls escaped, markup shown as written."""
+    from pthkit.cli._output import literal
 
-
-def _csv_row(p: Prediction, mode: str, k: int, n_logits: int) -> list[Any]:
-    row: list[Any] = [p.path, int(p.ok), p.error or ""]
-    if not p.ok:
-        width = 3 if mode == "sigmoid" else (n_logits if mode == "logits" else 3 * k)
-        return row + [""] * width
-    if mode == "sigmoid":
-        return row + [";".join(str(c.label if c.label is not None else c.index) for c in p.classes),
-                      ";".join(str(c.index) for c in p.classes), ";".join(f"{c.score:.6f}" for c in p.classes)]
-    if mode == "logits":
-        return row + [f"{v:.6f}" for v in (p.logits or [])]
-    for c in p.classes[:k]:
-        row += [c.label if c.label is not None else "", c.index, f"{c.score:.6f}"]
-    return row + [""] * (3 * (k - len(p.classes[:k])))
-
-
-def _table(predictions: list[Prediction], mode: str) -> Any:
-    from rich.table import Table
-
-    title = {"softmax": "top classes (probability)", "sigmoid": "labels over threshold (probability)",
-             "logits": "top classes (logit)"}[mode]
-    table = Table(title=None, show_lines=False)
-    table.add_column("image", overflow="fold")
-    table.add_column(title)
-    for p in predictions:
-        name = Path(p.path).name if p.path and not p.path.startswith("<") else p.path
-        if not p.ok:
-            table.add_row(name, f"[red]failed:[/red] {_escape(p.error or '')}")
-            continue
-        if not p.classes:
-            table.add_row(name, "[dim](no label over the threshold)[/dim]")
-            continue
-        cells = []
-        for c in p.classes:
-            label = c.label if c.label is not None else f"class {c.index}"
-            value = f"{c.score:.1%}" if mode != "logits" else f"{c.score:.3f}"
-            cells.append(f"{_escape(label)} [dim]{value}[/dim]")
-        table.add_row(name, ", ".join(cells))
-    return table
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+    return literal(text, newlines=newlines)
 
 
 def _refuse_empty_folders(inputs: list[str]) -> None:
@@ -185,12 +134,16 @@ def predict_command(
     output_names: OutputNamesOpt = None,
     save_outputs: SaveOutputsOpt = None,
     allow_nan: AllowNanOpt = False,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
+    num_actors: NumActorsOpt = None,
+    out_path: OutOpt = None,
 ) -> None:
     """Classify images with a weights file or bundle: top-k labels, multi-label, logits or features.
 
     Non-image models (a first Linear/Conv1d/Embedding/RNN layer) take arrays and tables instead: .npy, .npz,
     .safetensors, .pt, .csv/.tsv, .parquet, .jsonl or '-' (CSV on stdin); see --columns, --task, --save-outputs."""
-    from pthkit.cli._output import console, dumps, err_console, warn
+    from pthkit.cli._output import console, err_console, warn
 
     if json_out and csv_out:
         raise PreprocessError.build("output", received="--json and --csv", expected="one of them")
@@ -207,6 +160,18 @@ def predict_command(
                            channel_order=channel_order, scale=scale)
 
     _refuse_empty_folders(inputs)  # before the model is loaded (that can take a minute): nothing to predict on
+
+    from pthkit.cli.ray_cmds import maybe_predict_ray
+
+    if maybe_predict_ray(  # --engine ray: the same rows from Ray Data actors (False for --engine local)
+            engine, address=ray_address, num_actors=num_actors, out=out_path, model=model, inputs=inputs,
+            open_kwargs={"arch": arch, "arch_kwargs": arch_kwargs, "device": device, "trust": trust, "overrides": overrides,
+                         "labels": labels, "input_shape": input_shape, "backend": backend},
+            top_k=top_k, multi_label=multi_label, logits=logits, threshold=threshold, batch_size=batch_size,
+            workers=workers, amp=amp, compile_model=compile_model, features=features, save_outputs=save_outputs,
+            json_out=json_out, csv_out=csv_out, explain=explain, allow_failures=allow_failures, columns=columns,
+            task=task, output_names=output_names, allow_nan=allow_nan):
+        return
 
     from pthkit.cli.tabular_cmds import maybe_predict_tables
 
@@ -233,7 +198,7 @@ def predict_command(
         warn(message)
     if explain:
         out = err_console if machine else console
-        out.print(_escape(explain_text(handle)))
+        out.print(_escape(explain_text(handle), newlines=True))
 
     mode = "sigmoid" if multi_label else ("logits" if logits else "softmax")
     progress = len(paths) >= _PROGRESS_FROM and err_console.is_terminal
@@ -245,36 +210,21 @@ def predict_command(
         threshold=threshold, features=features is not None, amp=amp, compile=compile_model,  # type: ignore[arg-type]
         progress=progress,
     )
+    from pthkit.cli._rows import ImageRowPrinter
+
+    printer = ImageRowPrinter(mode=mode, top_k=top_k, json_out=json_out, csv_out=csv_out)
     collected: list[Prediction] = []
-    writer = csv.writer(sys.stdout, lineterminator="\n") if csv_out else None
-    pending: list[Prediction] = []  # CSV rows waiting for the header (logits: its width is the number of outputs)
-    n_logits: int | None = None if mode == "logits" else 0
     for p in results:
         if len(collected) >= _SANITY_ROWS:
             p.raw_logits = None  # the sanity check looks at the first rows; do not hold every output vector
         collected.append(p)
-        if json_out:
-            sys.stdout.write(dumps(p.to_dict(), indent=None) + "\n")
-            sys.stdout.flush()
-        elif writer is not None:
-            pending.append(p)
-            if n_logits is None and p.ok:
-                n_logits = len(p.logits or [])
-            if n_logits is not None:
-                if len(pending) == len(collected):
-                    writer.writerow(_csv_header(mode, top_k, n_logits))
-                writer.writerows(_csv_row(q, mode, top_k, n_logits) for q in pending)
-                pending.clear()
-    if writer is not None and pending:  # every image failed in logits mode
-        writer.writerow(_csv_header(mode, top_k, 0))
-        writer.writerows(_csv_row(q, mode, top_k, 0) for q in pending)
-    if not machine:
-        console.print(_table(collected, mode))
+        printer.add(p)
+    printer.close()
 
     failed = [p for p in collected if not p.ok]
     if features is not None and len(failed) < len(collected):
         written = save_features(collected, features)
-        err_console.print(f"features: {len(collected) - len(failed)} rows → {', '.join(str(w) for w in written)}")
+        err_console.print(f"features: {len(collected) - len(failed)} rows → {_escape(', '.join(str(w) for w in written))}")
     if len(paths) >= 3:
         _sanity(collected, mode, getattr(preprocess, "label_names", None), warn)
     summary = f"{len(collected)} images, {len(failed)} failed"

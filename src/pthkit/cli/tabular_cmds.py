@@ -7,7 +7,6 @@ stderr. torch and the API are imported inside the functions (``pthkit --help`` s
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from pthkit.cli._safe_text import safe_text
 from pthkit.errors import PreprocessError
 
 if TYPE_CHECKING:
@@ -128,23 +128,16 @@ def _predict_tables(handle: Model, inputs: list[str], *, columns: list[str] | No
                     output_names: list[str] | None, save_outputs: Path | None, allow_nan: bool, top_k: int,
                     batch_size: int, json_out: bool, csv_out: bool, explain: bool, mode: str | None,
                     threshold: float) -> None:
-    from pthkit.cli._output import console, dumps, err_console, warn
+    from pthkit.cli._output import console, err_console, warn
     from pthkit.tasks.outputs import (
         OutputCollector,
-        TensorPrediction,
-        csv_header,
-        csv_row,
-        predict_arrays,
         predict_tensors,
-    )
-    from pthkit.tasks.outputs import (
-        save_outputs as write_outputs,
     )
 
     if json_out and csv_out:
         raise PreprocessError.build("output", received="--json and --csv", expected="one of them")
     machine = json_out or csv_out
-    err_console.print(f"model: {handle.summary_line()}", markup=False, soft_wrap=True)
+    err_console.print(f"model: {safe_text(handle.summary_line(), newlines=False)}", markup=False, soft_wrap=True)
     err_console.print(f"input: {handle.input_spec.describe()}", markup=False, soft_wrap=True)
     for message in handle.warnings:
         warn(message)
@@ -154,49 +147,36 @@ def _predict_tables(handle: Model, inputs: list[str], *, columns: list[str] | No
     progress = err_console.is_terminal
     from pthkit.engine.threads import cli_thread_policy
 
-    cli_thread_policy()  # the CLI's thread policy, once (the library never changes torch's threads)
+    # The CLI's thread policy, once (the library never changes torch's threads). A table is parsed in a thread of its
+    # own (and --csv/--json formatted in another), so torch gets one free core fewer (measured on 2 free cores, the
+    # README's MLP: --csv 1.4x slower with torch's 2 threads spinning against them).
+    cli_thread_policy(max(1, cli_thread_policy(apply=False).threads - 1))
     chosen_task = task or handle.task
-    if save_outputs is not None and not machine and chosen_task != "classify":  # fast path: no per-row objects
-        arrays = predict_arrays(handle, items, batch_size=max(batch_size, 1024), columns=columns,
-                                allow_nan=allow_nan, progress=progress)
-        written = write_outputs(arrays, save_outputs)
-        n = len(next(iter(arrays.values())))
-        err_console.print(f"{n} rows → {written} ({', '.join(f'{k}: {v.shape[1]} values' for k, v in arrays.items())})",
-                          markup=False)
+    if chosen_task != "classify":  # raw / regress: blocks of rows, never an object per row
+        from pthkit.cli._table_output import predict_table_blocks
+
+        predict_table_blocks(handle, items, fmt="json" if json_out else "csv" if csv_out else
+                             None if save_outputs is not None else "text", save_outputs=save_outputs,
+                             batch_size=batch_size, columns=columns, allow_nan=allow_nan,
+                             output_names=output_names or handle.output_names,
+                             progress=progress and (machine or save_outputs is not None), stream=sys.stdout)
         return
     rows = predict_tensors(handle, items, batch_size=batch_size, top_k=top_k, task=task,
                            labels=handle.labels if chosen_task == "classify" else None, columns=columns,
                            allow_nan=allow_nan, output_names=output_names or handle.output_names,
                            progress=progress and machine, mode=mode, threshold=threshold)
     collector = OutputCollector(save_outputs) if save_outputs is not None else None
-    writer = csv.writer(sys.stdout, lineterminator="\n") if csv_out else None
-    width: int | None = None
-    pending: list[TensorPrediction] = []
+    from pthkit.cli._rows import TableRowPrinter
+
+    printer = TableRowPrinter(top_k=top_k, json_out=json_out, csv_out=csv_out)
     total = failed = 0
     for p in rows:
         total += 1
         failed += not p.ok
         if collector is not None:
             collector.add(p)
-        if json_out:
-            sys.stdout.write(dumps(p.to_dict(), indent=None) + "\n")
-        elif writer is not None:
-            if width is None:
-                pending.append(p)
-                if not p.ok:
-                    continue
-                width = len(p.flat())
-                writer.writerow(csv_header(p, top_k))
-                writer.writerows(csv_row(q, width, top_k) for q in pending)
-                pending.clear()
-            else:
-                writer.writerow(csv_row(p, width, top_k))
-        else:
-            sys.stdout.write(str(p) + "\n")
-    if writer is not None and pending:
-        writer.writerow(["input", "ok", "error"])
-        writer.writerows(csv_row(q, 0, top_k) for q in pending)
-    sys.stdout.flush()
+        printer.add(p)
+    printer.close()
     if collector is not None and collector.count:
         err_console.print(f"outputs: {collector.count} rows → {collector.save()}", markup=False)
     err_console.print(f"{total} rows, {failed} failed", markup=False)
@@ -247,7 +227,7 @@ def maybe_evaluate_tables(handle: Model, data: str, *, target: str | None, colum
                                         received=f"a table option with an image model ({handle.architecture})",
                                         expected="an image folder or a CSV of path,label")
         return False
-    from pthkit.cli._output import console, print_json
+    from pthkit.cli._output import console, literal, print_json
     from pthkit.engine.threads import cli_thread_policy
     from pthkit.tasks.tabular import evaluate_table
 
@@ -268,7 +248,7 @@ def maybe_evaluate_tables(handle: Model, data: str, *, target: str | None, colum
 
         table = Table("class", "precision", "recall", "F1", "support")
         for c in per_class:
-            table.add_row(c.name, f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
+            table.add_row(literal(c.name), f"{c.precision:.3f}", f"{c.recall:.3f}", f"{c.f1:.3f}", str(c.support))
         console.print(table)
     return True
 

@@ -48,18 +48,18 @@ def predict_udf(
     source = str(model)
     options = dict(open_options or {})
     if kind is None:
-        import pthkit
+        from pthkit.api import open as open_model
 
-        kind = "image" if pthkit.open(source, **{**options, "check": False}).input_spec.kind == "image" else "tensor"
+        kind = "image" if open_model(source, **{**options, "check": False}).input_spec.kind == "image" else "tensor"
     if kind not in ("image", "tensor"):
         from pthkit.errors import PreprocessError
 
         raise PreprocessError.build("kind", received=repr(kind), expected="image | tensor")
 
     def make_predict_fn() -> Any:
-        import pthkit
+        from pthkit.api import open as open_model
 
-        handle = pthkit.open(source, **options)
+        handle = open_model(source, **options)
 
         def predict_images(paths: np.ndarray) -> dict[str, np.ndarray]:
             rows = list(handle.predict([str(p) for p in paths], batch_size=batch_size, top_k=top_k, workers=0,

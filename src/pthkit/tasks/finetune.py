@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pthkit.cli._safe_text import safe_text
 from pthkit.data.splits import (
     DataSplit,
     ImageItemsDataset,
@@ -44,6 +45,7 @@ from pthkit.data.splits import (
 )
 from pthkit.errors import PthkitError, TrainingError
 from pthkit.tasks import _distributed as distributed
+from pthkit.tasks._results import EpochHistory
 
 __all__ = ["finetune", "FinetuneConfig", "FinetuneResult", "AmpMode", "ClassWeightsMode", "Monitor",
            "CHECKPOINT_NAME", "BEST_NAME", "load_training_checkpoint"]
@@ -117,7 +119,7 @@ class FinetuneConfig:
 
 
 @dataclass
-class FinetuneResult:
+class FinetuneResult(EpochHistory):
     """What a fine-tuning run produced."""
 
     out_dir: Path
@@ -136,15 +138,9 @@ class FinetuneResult:
     head_change: str | None = None  # "fc: 512 → 1000 replaced by 512 → 3" when the head was replaced
     evidence: list[str] = field(default_factory=list)  # how the weights were opened (identified as …, head …)
 
-    @property
-    def best(self) -> dict[str, Any] | None:
-        return next((h for h in self.history if h["epoch"] == self.best_epoch), None)
-
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["out_dir"] = str(self.out_dir)
+        d = super().to_dict()
         d["skipped"] = [{"path": p, "reason": r} for p, r in self.skipped]
-        d["best"] = self.best
         return d
 
     def __str__(self) -> str:
@@ -315,7 +311,7 @@ class _Progress:
 
     def log(self, message: str) -> None:
         if self.enabled:
-            print(message, file=sys.stderr, flush=True)  # rich's live display prints it above the bar
+            print(safe_text(message), file=sys.stderr, flush=True)  # rich's live display prints it above the bar
 
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
@@ -784,7 +780,7 @@ def _size_value(size: int | tuple[int, int] | list[int] | None) -> int | list[in
 
 
 def _stderr_line(message: str) -> None:
-    print(message, file=sys.stderr)
+    print(safe_text(message), file=sys.stderr)  # paths and reasons come from files
 
 
 def _seed_all(seed: int) -> None:

@@ -9,12 +9,17 @@ through :class:`pthkit.engine.Engine`, and turns each batch's outputs into :clas
 - ``task="classify"``: softmax (or sigmoid / logits) top-k classes with labels, as for images.
 
 Models returning tuples or dicts give every output, named (``output_0``, ``output_1`` … or the dict's keys).
-:func:`predict_arrays` returns the stacked outputs without per-row objects (fast path for ``--save-outputs`` and
-large tables); :func:`save_outputs` writes ``.npy`` / ``.safetensors``.
+
+A row object per example costs microseconds; for large tables use the batch path: :func:`predict_blocks` yields the
+stacked outputs of consecutive examples (:class:`OutputBlock`, 65,536 rows) without per-row objects (``pthkit
+predict`` formats ``--csv`` / ``--json`` from them and writes ``--save-outputs``), :func:`predict_arrays` concatenates
+them; :func:`save_outputs` writes ``.npy`` / ``.safetensors``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +40,15 @@ if TYPE_CHECKING:
     from pthkit.model import Model
 
 __all__ = [
+    "OutputBlock",
+    "OutputCollector",
     "OutputTask",
     "TensorPrediction",
     "csv_header",
     "csv_row",
     "named_outputs",
     "predict_arrays",
+    "predict_blocks",
     "predict_tensors",
     "prepare_tensors",
     "save_outputs",
@@ -301,18 +309,33 @@ def _rows(p: _Prepared) -> Iterator[TensorPrediction]:
     names_checked = False
     labels = p.labels
     for batch, out in engine.run(source):
-        rows: dict[int, TensorPrediction] = {
-            i: TensorPrediction(path=source.name(i), index=i, mode=p.mode, error=err, task=p.task)
-            for i, err in batch.failed}
+        failed = [TensorPrediction(path=source.name(i), index=i, mode=p.mode, error=err, task=p.task)
+                  for i, err in batch.failed]
+        made: list[TensorPrediction] = []
         if out is not None:
-            n = len(batch.indices)
-            pairs = named_outputs(out, n)
+            pairs = named_outputs(out, len(batch.indices))
             if not names_checked:
                 labels = _check_names(p, pairs, labels)
                 names_checked = True
-            rows.update(_batch_rows(p, source, batch.indices, pairs, labels))
-        for i in sorted(rows):
-            yield rows[i]
+            with _gc_paused():
+                made = _batch_rows(p, source, batch.indices, pairs, labels)
+        if failed:  # in input order among the batch's rows (tables never fail per row; other sources may)
+            made = sorted(made + failed, key=lambda r: r.index)
+        yield from made
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while a batch's rows are built: thousands of small acyclic containers,
+    which trigger a collection over every live object every 700 allocations (measured: Model.predict on a table 4x
+    slower). Reference counting frees them as usual; the collector is left as it was found."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _check_names(p: _Prepared, pairs: list[tuple[str, torch.Tensor]],
@@ -331,8 +354,8 @@ def _check_names(p: _Prepared, pairs: list[tuple[str, torch.Tensor]],
 
 
 def _batch_rows(p: _Prepared, source: TensorSource, indices: list[int], pairs: list[tuple[str, torch.Tensor]],
-                labels: list[str] | None) -> dict[int, TensorPrediction]:
-    rows: dict[int, TensorPrediction] = {}
+                labels: list[str] | None) -> list[TensorPrediction]:
+    # numpy's tolist, not torch's: torch's costs ~4 µs a row here, most of Model.predict's time on a big table
     if p.task == "classify":
         logits = pairs[0][1]
         if p.mode == "sigmoid":
@@ -344,31 +367,111 @@ def _batch_rows(p: _Prepared, source: TensorSource, indices: list[int], pairs: l
         k = min(p.top_k, logits.shape[1])
         vals, idx = probs.topk(k, dim=1)
         raw = logits.numpy().copy()  # rows keep views of this (not of torch's buffer: see predict_arrays)
-        vals_l, idx_l = vals.tolist(), idx.tolist()
+        vals_l, idx_l, probs_np = vals.numpy().tolist(), idx.numpy().tolist(), probs.numpy()
+        rows: list[TensorPrediction] = []
         for r, i in enumerate(indices):
             if p.mode == "sigmoid":
-                over = [(float(probs[r, j]), j) for j in range(probs.shape[1]) if probs[r, j] >= p.threshold]
-                over.sort(reverse=True)
+                over = sorted(((float(v), int(j)) for j, v in enumerate(probs_np[r]) if v >= p.threshold),
+                              reverse=True)
                 classes = [ClassScore(j, _label(labels, j), v) for v, j in over]
             else:
-                classes = [ClassScore(int(j), _label(labels, int(j)), float(v)) for v, j in zip(vals_l[r], idx_l[r])]
-            rows[i] = TensorPrediction(path=source.name(i), index=i, mode=p.mode, classes=classes, raw_logits=raw[r],
-                                       task="classify", logits=raw[r].tolist() if p.mode == "logits" else None)
+                classes = [ClassScore(j, _label(labels, j), v) for v, j in zip(vals_l[r], idx_l[r])]
+            rows.append(TensorPrediction(path=source.name(i), index=i, mode=p.mode, classes=classes,
+                                         raw_logits=raw[r], task="classify",
+                                         logits=raw[r].tolist() if p.mode == "logits" else None))
         return rows
-    lists = [(k, t.tolist()) for k, t in pairs]
-    first = pairs[0][1].numpy().copy()  # rows keep views of this (not of torch's buffer: see predict_arrays)
-    for r, i in enumerate(indices):
-        rows[i] = TensorPrediction(path=source.name(i), index=i, mode="raw", task=p.task,
-                                   outputs={k: vs[r] for k, vs in lists}, output_names=p.output_names,
-                                   raw_logits=first[r])
-    return rows
+    arrays = [(k, t.numpy().copy()) for k, t in pairs]  # copies: rows keep views (see predict_arrays)
+    lists = [(k, a.tolist()) for k, a in arrays]
+    first = arrays[0][1]
+    task, names = p.task, p.output_names
+    return [TensorPrediction(path=source.name(i), index=i, mode="raw", task=task, output_names=names,
+                             outputs={k: vs[r] for k, vs in lists}, raw_logits=first[r])
+            for r, i in enumerate(indices)]
 
 
 def _label(labels: list[str] | None, j: int) -> str | None:
     return labels[j] if labels is not None and j < len(labels) else None
 
 
-# --- fast path: stacked arrays -------------------------------------------------------------------------------------------------
+# --- fast path: blocks of stacked outputs ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class OutputBlock:
+    """The outputs of consecutive examples ``start … stop - 1``, stacked: no object per row.
+
+    ``arrays``: ``{name: n × k float32}``, named as :func:`named_outputs` names them (``"output"`` for a model
+    returning one tensor). ``names()`` gives the examples' display names (``"rows.csv:17"``); writers that format
+    millions of rows use :func:`pthkit.data.tables.name_runs` on ``source`` instead.
+    """
+
+    start: int
+    arrays: dict[str, np.ndarray]
+    source: TensorSource = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(next(iter(self.arrays.values())).shape[0])
+
+    @property
+    def stop(self) -> int:
+        return self.start + len(self)
+
+    def names(self) -> list[str]:
+        return [self.source.name(i) for i in range(self.start, self.stop)]
+
+
+def predict_blocks(model: Model | nn.Module, inputs: Any, *, batch_size: int = 1024, block_rows: int = 65536,
+                   columns: Sequence[str] | None = None, allow_nan: bool = False, progress: bool = False,
+                   stdin: Any = None) -> Iterator[OutputBlock]:
+    """The batch path of :meth:`pthkit.model.Model.predict` for arrays and tables: every output of the model, in
+    :class:`OutputBlock` s of about ``block_rows`` consecutive examples, in input order.
+
+    The same checks (made before this returns), the same engine and backend (``--backend``) as
+    :func:`predict_tensors`, without a Python object per example: the way through a large table (``pthkit predict
+    … --csv / --json / --save-outputs`` use it). ``model(x)`` per block::
+
+        for block in predict_blocks(handle, "rows.csv"):
+            block.arrays["output"]   # len(block) × k float32, examples block.start … block.stop - 1
+    """
+    _check_int(block_rows, "block_rows")
+    p = prepare_tensors(model, inputs, batch_size=batch_size, columns=columns, allow_nan=allow_nan,
+                        progress=progress, task="raw", stdin=stdin)
+    return _blocks(p, block_rows)
+
+
+def _blocks(p: _Prepared, block_rows: int) -> Iterator[OutputBlock]:
+    from pthkit.engine import Engine
+
+    engine = Engine(p.backend, batch_size=p.batch_size, progress=p.progress, unit="rows")
+    parts: dict[str, list[np.ndarray]] = {}
+    start = have = 0
+
+    def flush() -> OutputBlock:
+        nonlocal start, have
+        block = OutputBlock(start=start, arrays={k: np.concatenate(v) for k, v in parts.items()}, source=p.source)
+        parts.clear()
+        start, have = start + have, 0
+        return block
+
+    for batch, out in engine.run(p.source):
+        if batch.failed:  # table and array sources never fail per row; a source that does is not for this path
+            i, err = batch.failed[0]
+            raise PreprocessError.build(p.source.name(i), received=err, expected="a readable example")
+        if out is None or not batch.indices:
+            continue
+        if have and batch.indices[0] != start + have:
+            yield flush()
+        if not have:
+            start = batch.indices[0]
+        for name, t in named_outputs(out, len(batch.indices)):
+            # a copy: torch's own output buffers, held across batches, fragment the heap (measured: +200 MB RSS
+            # for 1,000 batches of 1024 × 2 outputs held, against +8 MB for the copies)
+            parts.setdefault(name, []).append(t.numpy().copy())
+        have += len(batch.indices)
+        if have >= block_rows:
+            yield flush()
+    if have:
+        yield flush()
 
 
 def predict_arrays(model: Model | nn.Module, inputs: Any, *, batch_size: int = 1024,
@@ -376,22 +479,13 @@ def predict_arrays(model: Model | nn.Module, inputs: Any, *, batch_size: int = 1
                    stdin: Any = None) -> dict[str, np.ndarray]:
     """Every output of the model for every example, stacked: ``{name: N × k float32 array}`` (no per-row objects).
 
-    The same checks and the same engine as :func:`predict_tensors`; the fastest way through a large table.
+    :func:`predict_blocks`, concatenated.
     """
-    p = prepare_tensors(model, inputs, batch_size=batch_size, columns=columns, allow_nan=allow_nan,
-                        progress=progress, task="raw", stdin=stdin)
-    from pthkit.engine import Engine
-
-    engine = Engine(p.backend, batch_size=p.batch_size, progress=p.progress, unit="rows")
-    parts: dict[str, list[np.ndarray]] = {}
-    for batch, out in engine.run(p.source):
-        if out is None:
-            continue
-        for name, t in named_outputs(out, len(batch.indices)):
-            # a copy: holding torch's own output buffers for the whole run fragments the heap (measured: +200 MB
-            # RSS for 1,000 batches of 1024 × 2 outputs, against +8 MB for the copies)
-            parts.setdefault(name, []).append(t.numpy().copy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
+    blocks = list(predict_blocks(model, inputs, batch_size=batch_size, columns=columns, allow_nan=allow_nan,
+                                 progress=progress, stdin=stdin))
+    if not blocks:
+        return {}
+    return {k: np.concatenate([b.arrays[k] for b in blocks]) for k in blocks[0].arrays}
 
 
 # --- writing ------------------------------------------------------------------------------------------------------------------
@@ -419,8 +513,14 @@ class OutputCollector:
             self.parts.setdefault("output", []).append(np.asarray(p.raw_logits, dtype=np.float32))
         self.count += 1
 
+    def add_block(self, block: OutputBlock) -> None:
+        for k, v in block.arrays.items():
+            self.parts.setdefault(k, []).append(v)
+        self.count += len(block)
+
     def save(self) -> Path:
-        return save_outputs({k: np.stack(v) for k, v in self.parts.items()}, self.path)
+        return save_outputs({k: np.concatenate([np.atleast_2d(a) if a.ndim == 1 else a for a in v])
+                             for k, v in self.parts.items()}, self.path)
 
 
 def save_outputs(arrays: dict[str, np.ndarray], path: str | os.PathLike[str]) -> Path:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from pthkit.errors import DatasetError, PreprocessError, TrainingError
+from pthkit.tasks._results import EpochHistory
 
 if TYPE_CHECKING:
     from pthkit.data.tables import TableData
@@ -114,7 +115,7 @@ def _is_float(v: str) -> bool:
 
 
 @dataclass
-class TabularResult:
+class TabularResult(EpochHistory):
     """What a table fine-tuning run produced."""
 
     out_dir: Path
@@ -132,16 +133,6 @@ class TabularResult:
     head_change: str | None
     evidence: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
-
-    @property
-    def best(self) -> dict[str, Any] | None:
-        return next((h for h in self.history if h["epoch"] == self.best_epoch), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["out_dir"] = str(self.out_dir)
-        d["best"] = self.best
-        return d
 
     def __str__(self) -> str:
         what = f"{len(self.classes)} classes" if self.classes else "regression"
