@@ -18,8 +18,12 @@ os.environ.setdefault("TORCH_HOME", os.path.join(os.path.dirname(__file__), ".."
 
 # The signature cache: never ~/.cache. Set before any test module is imported, so that subprocesses started by tests
 # (CLI runs) inherit it too. PTHKIT_TEST_CACHE_DIR (opt-in) keeps one between runs, to save the full build.
+# Under pytest-xdist (`make test` runs 2 workers) the workers share the controller's folder: the full index is built
+# once, by the first worker that needs it, while the other waits on the index's file lock.
 _KEEP = os.environ.get("PTHKIT_TEST_CACHE_DIR")
-_CACHE = _KEEP or tempfile.mkdtemp(prefix="pthkit-test-cache-")
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_SHARED = os.environ.get("PTHKIT_CACHE_DIR") if _WORKER else None
+_CACHE = _KEEP or _SHARED or tempfile.mkdtemp(prefix="pthkit-test-cache-")
 os.environ["PTHKIT_CACHE_DIR"] = _CACHE
 
 import pytest  # noqa: E402
@@ -38,8 +42,18 @@ SMALL = [
 
 
 def pytest_unconfigure(config):
-    if not _KEEP:
+    if not _KEEP and not _WORKER:  # the controller (or a plain run) owns the folder
         shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """With ``-n 2 --dist loadgroup``: a test file runs on one worker (its module fixtures, servers and clusters are
+    made once), and every test of the local Ray cluster runs on the same worker (one cluster per session)."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = "ray" if "ray_cluster" in getattr(item, "fixturenames", ()) else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -66,7 +80,9 @@ def _cache_dir_restored():
 def _bounded_threads():
     import torch
 
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    cores = os.cpu_count() or 1
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, cores // workers)))  # 2 workers on 2 cores: one thread each
     yield
 
 

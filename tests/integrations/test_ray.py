@@ -17,6 +17,7 @@ def _local_rows(model: Path, folder: Path) -> dict[str, dict]:
     return {row.path: row.to_dict() for row in handle.predict(paths, top_k=3, workers=0)}
 
 
+@pytest.mark.slow  # the default suite proves the same through the CLI (test_ray_cmds), which runs predict_dataset
 def test_ray_predict_equals_local_row_for_row(ray_cluster, image_folder: Path, small_classifier: Path) -> None:
     from pthkit.integrations.ray import predict_dataset, read_inputs
 
@@ -47,7 +48,8 @@ def test_ray_rows_keep_input_order_and_write_files(ray_cluster, image_folder: Pa
 
     paths = sorted(str(p) for p in image_folder.iterdir())[:20]
     ds = read_inputs(paths)
-    out = predict_dataset(ds, small_classifier, num_actors=1, batch_size=8, top_k=2, open_options={"device": "cpu"})
+    out = predict_dataset(ds, small_classifier, num_actors=1, batch_size=8, top_k=2,
+                          open_options={"device": "cpu"}).materialize()  # run once, written twice
     target, total, failed = write_rows(out, tmp_path / "rows.jsonl")
     lines = [json.loads(line) for line in target.read_text().splitlines()]
     assert total == 20 and len(lines) == 20 and [r["path"] for r in lines] == paths

@@ -28,12 +28,8 @@ def _same_row(mine: dict, theirs: dict) -> None:
         assert all(abs(a["score"] - b["score"]) <= 1e-5 for a, b in zip(mine["classes"], theirs["classes"]))
 
 
-def test_ray_cli_rows_equal_local_predict(ray_cluster, image_folder: Path, small_classifier: Path, tmp_path: Path,
+def test_ray_cli_rows_equal_local_predict(ray_cluster, image_folder: Path, small_classifier: Path,
                                           capsys, monkeypatch) -> None:
-    import pyarrow.parquet as pq
-
-    from pthkit.integrations import record_to_row
-
     monkeypatch.chdir(image_folder.parent)  # a relative folder: rows name the inputs as typed, as locally
     common = [small_classifier, image_folder.name, "--json", "--top-k", "3", "--device", "cpu", "--allow-failures"]
     code, out, _ = _run(capsys, *common)
@@ -50,6 +46,18 @@ def test_ray_cli_rows_equal_local_predict(ray_cluster, image_folder: Path, small
         _same_row(mine, theirs)
     assert "120 images" in err and "failed: " in err
 
+
+@pytest.mark.slow  # the API's write_rows is tested in the default suite (test_ray.py); this is the CLI's --out
+def test_ray_cli_out_file_holds_local_predicts_rows(ray_cluster, image_folder: Path, small_classifier: Path,
+                                                   tmp_path: Path, capsys, monkeypatch) -> None:
+    import pyarrow.parquet as pq
+
+    from pthkit.integrations import record_to_row
+
+    monkeypatch.chdir(image_folder.parent)
+    common = [small_classifier, image_folder.name, "--json", "--top-k", "3", "--device", "cpu", "--allow-failures"]
+    code, out, _ = _run(capsys, *common)
+    local = [json.loads(line) for line in out.splitlines()]
     target = tmp_path / "rows.parquet"
     target.write_bytes(b"an older file: replaced, as predict's other output files are")
     code, _, err = _run(capsys, *common[:2], "--top-k", "3", "--device", "cpu", "--engine", "ray", "--num-actors", "1",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pthkit.architectures.types import Architecture
-from pthkit.architectures.user_code import is_user_spec, load_user_callable
+from pthkit.architectures.user_code import is_file_spec, is_user_spec, load_user_callable
 from pthkit.errors import (
     AmbiguousArchitectureError,
     ArchitectureBuildError,
@@ -218,6 +218,8 @@ class Registry:
         """The :class:`Architecture` for a registered name, or a user spec ``file.py:Class`` / ``pkg.mod:factory``."""
         if isinstance(name, Architecture):
             return name
+        if is_file_spec(name):  # never a registered name: skip loading timm's and torchvision's registries (~3 s)
+            return user_architecture(name)
         try:
             return self._archs[self.resolve_name(name)]
         except UnknownArchitectureError:

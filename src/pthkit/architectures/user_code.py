@@ -17,7 +17,7 @@ from typing import Any
 
 from pthkit.errors import ArchitectureBuildError, InputNotFoundError
 
-__all__ = ["is_user_spec", "load_user_callable", "parse_arch_kwargs"]
+__all__ = ["is_file_spec", "is_user_spec", "load_user_callable", "parse_arch_kwargs"]
 
 _MODULE_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 _ATTR_RE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
@@ -39,6 +39,16 @@ def is_user_spec(spec: str) -> bool:
         return False
     target, _ = parts
     return target.endswith(".py") or ("/" in target) or ("\\" in target) or bool(_MODULE_RE.match(target) and "." in target)
+
+
+def is_file_spec(spec: str) -> bool:
+    """True for ``path/to/file.py:Name``: a spec no registered name can be (registered names are
+    ``source:name``, the source a bare word), so it resolves without loading the registry."""
+    parts = _split(spec)
+    if parts is None:
+        return False
+    target, _ = parts
+    return target.endswith(".py") or "/" in target or "\\" in target
 
 
 def _import_file(path: Path) -> Any:

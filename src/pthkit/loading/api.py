@@ -73,6 +73,29 @@ def _candidate_for(tensors: dict[str, torch.Tensor], arch: str) -> "Candidate | 
     return None
 
 
+def _user_model_that_fits(tensors: dict[str, torch.Tensor], arch_name: str,
+                          arch_kwargs: dict[str, Any] | None) -> nn.Module | None:
+    """The user's class (``file.py:Class``), built with the caller's kwargs, when the file's names and shapes already
+    fit it (the load's own prefix fixing included); else None.
+
+    Identification only adds a key map for another naming convention, or kwargs, to a class the caller named; when
+    the names fit as they are it adds nothing, and it costs most of a small model's run (it imports timm and
+    torchvision and loads the signature index: about 3 s of a 5 s ``pthkit predict`` on a million-row table).
+    """
+    from pthkit.architectures.user_code import is_file_spec
+
+    if not is_file_spec(arch_name):
+        return None
+    from pthkit.architectures import build_model
+
+    try:
+        model = build_model(arch_name, **(arch_kwargs or {}))
+    except Exception:  # noqa: BLE001 - the normal path builds it again and reports the failure in its own words
+        return None
+    report = load_state_into(model, tensors, architecture=arch_name, dry_run=True)
+    return model if report.ok and not report.blocking else None
+
+
 def _resolve_name(arch: str) -> str:
     from pthkit.architectures import get_architecture
     from pthkit.architectures.user_code import is_user_spec
@@ -146,6 +169,7 @@ def _plan(
     from pthkit.architectures import build_model
 
     candidate: Candidate | None = None
+    fitted: nn.Module | None = None  # a user's class already built with the caller's kwargs, that fits by names
     kwargs: dict[str, Any] = {}
     notes: list[KeyIssue] = []
     if arch is None and user_map is not None and user_map.architecture:
@@ -167,7 +191,8 @@ def _plan(
     else:
         arch_name = _resolve_name(arch)
         if user_map is None:
-            candidate = _candidate_for(tensors, arch)
+            fitted = _user_model_that_fits(tensors, arch_name, arch_kwargs)
+            candidate = _candidate_for(tensors, arch) if fitted is None else None
         elif user_map.kwargs and user_map.architecture in (None, arch, arch_name):
             kwargs.update(user_map.kwargs)
     if candidate is not None:
@@ -185,7 +210,7 @@ def _plan(
     else:
         map_used, map_cause = {}, "user-key-map"
 
-    model = build_model(arch_name, **kwargs)
+    model = fitted if fitted is not None and kwargs == dict(arch_kwargs or {}) else build_model(arch_name, **kwargs)
     heads = set(guess_head_keys(model)) | set(candidate.head if candidate is not None else ())
     file_classes = _file_num_classes(tensors, map_used, heads)
     requested = num_classes if num_classes is not None else (arch_kwargs or {}).get("num_classes")
@@ -194,6 +219,8 @@ def _plan(
         file_kwargs["num_classes"] = file_classes
     if "num_classes" not in kwargs and isinstance(getattr(model, "num_classes", None), int):
         kwargs["num_classes"] = model.num_classes
+    if model is fitted and "num_classes" not in kwargs and file_classes is not None:
+        kwargs.update(_accepted_kwargs(arch_name, {"num_classes": file_classes}))  # it fits: its default is the file's
     if head_change:
         notes.append(KeyIssue("num_classes", "classifier-head",
                               f"head built for {requested} classes (file: {file_classes if file_classes is not None else 'unknown'}); re-initialized"))
