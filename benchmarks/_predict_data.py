@@ -50,7 +50,7 @@ def build(folder: Path, copies: int = 1) -> list[Path]:
     rng.shuffle(plan)
     for i, size in enumerate(plan):
         names.append(folder / f"img{i:03d}_{size[0]}x{size[1]}.jpg")
-    if not marker.exists():
+    if not (marker.exists() and all(p.exists() for p in names)):  # another --copies wrote fewer
         src = _sources()
         for path, size in zip(names, plan):
             _make(src, size, rng).save(path, quality=90)

@@ -101,13 +101,14 @@ def _model_only(model: Path, batch_size: int) -> float:
 def _local(handle: Any, paths: list[str], batch_size: int, runs: Runs) -> None:
     load = os.getloadavg()[0]
     t = time.perf_counter()
-    first_at, n = 0.0, 0
-    for _ in handle.predict(paths, batch_size=batch_size):
+    first_at, n, failed = 0.0, 0, 0
+    for row in handle.predict(paths, batch_size=batch_size):
         n += 1
+        failed += not row.ok
         if n == 1:
             first_at = time.perf_counter()
     runs.add(n, t, first_at, 1, time.perf_counter(), load)
-    assert n == len(paths)
+    assert n == len(paths) and not failed, f"{failed} of {n} images failed: the benchmark folder is broken"
 
 
 def _ray(paths: list[str], model: Path, actors: int, batch_size: int, runs: Runs) -> None:
@@ -117,13 +118,14 @@ def _ray(paths: list[str], model: Path, actors: int, batch_size: int, runs: Runs
     t = time.perf_counter()
     out = predict_dataset(read_inputs(paths), model, num_actors=actors, batch_size=batch_size,
                           open_options={"device": "cpu"})
-    n, first_at, first_rows = 0, 0.0, 0
+    n, first_at, first_rows, failed = 0, 0.0, 0, 0
     for batch in out.iter_batches(batch_format="pyarrow", batch_size=None):
         n += batch.num_rows
+        failed += batch.num_rows - sum(bool(v) for v in batch.column("ok").to_pylist())
         if not first_rows:
             first_at, first_rows = time.perf_counter(), batch.num_rows
     runs.add(n, t, first_at, first_rows, time.perf_counter(), load)
-    assert n == len(paths)
+    assert n == len(paths) and not failed, f"{failed} of {n} images failed: the benchmark folder is broken"
 
 
 def _fmt(values: list[float], digits: int = 1) -> str:

@@ -293,9 +293,10 @@ def write_report(ns: argparse.Namespace, results: dict[str, list[dict[str, float
         f"Start-up alone: `python -c \"import torch, pandas\"` {med('start-pandas', 'seconds'):.2f} s "
         f"({med('start-pandas', 'peak_mb'):.0f} MB); `python -c \"import torch, pthkit.cli.main\"` "
         f"{med('start-pthkit', 'seconds'):.2f} s ({med('start-pthkit', 'peak_mb'):.0f} MB). The rest of the gap between "
-        "a command's whole process and its steady state is opening the weights file: with `--arch file.py:Class` today "
-        "that imports the torchvision and timm architecture registry and the identification index (about 3 s), then "
-        "the thread-policy sample (0.1 s) and the first use of pyarrow's kernels.",
+        "a command's whole process and its steady state is opening the weights file (a user's `--arch file.py:Class` "
+        "whose tensors fit it by name is built directly: neither the timm/torchvision registry nor the identification "
+        "index is loaded; before that fix, 2026-12-01, they cost about 3 s and the whole process was 0.55-0.62x the "
+        "pandas script), the thread-policy sample (0.1 s) and the first use of pyarrow's kernels.",
         "",
         "\"RSS above baseline\" is peak RSS minus the RSS after imports and model construction (pandas and pyarrow "
         "libraries loaded by the run count against the run). The pandas loop holds the whole table (as a DataFrame "
