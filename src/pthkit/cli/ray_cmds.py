@@ -282,6 +282,7 @@ def _predict(handle: Model, model: str, inputs: list[str], worker_open: dict[str
     from pthkit.cli._output import err_console
     from pthkit.integrations.ray import (
         check_table_columns,
+        default_actors,
         predict_dataset,
         read_inputs,
         read_tables,
@@ -303,9 +304,9 @@ def _predict(handle: Model, model: str, inputs: list[str], worker_open: dict[str
     resources = ray.cluster_resources()
     out = predict_dataset(ds, source, num_actors=num_actors, batch_size=batch_size, num_gpus=gpus,
                           open_options=worker_open, columns=chosen, **options)
-    actors = num_actors or (int(resources.get("GPU", 0)) if gpus else int(resources.get("CPU", 1)))
+    actors = num_actors or default_actors(resources, 1, gpus)
     err_console.print(f"ray: {int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs in the cluster;"
-                      f" {max(1, actors)} actor(s), batch {batch_size}", markup=False, soft_wrap=True)
+                      f" {actors} actor(s), batch {batch_size}", markup=False, soft_wrap=True)
     return out
 
 

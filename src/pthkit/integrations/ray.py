@@ -37,8 +37,8 @@ if TYPE_CHECKING:
     from pthkit.model import Model
     from pthkit.tasks.predict import Prediction
 
-__all__ = ["ImagePredictor", "TablePredictor", "init_local", "iter_predictions", "predict_dataset", "read_inputs",
-           "read_tables", "write_rows"]
+__all__ = ["ImagePredictor", "TablePredictor", "default_actors", "init_local", "iter_predictions", "predict_dataset",
+           "read_inputs", "read_tables", "write_rows"]
 
 # Input columns that are bookkeeping, never features: the row name of a table row.
 ROW_NAME_COLUMN = "__row__"
@@ -363,7 +363,7 @@ def predict_dataset(
     if not num_cpus > 0 or num_gpus < 0:
         raise PthkitError.build("num_cpus / num_gpus", received=f"{num_cpus} / {num_gpus}",
                                 expected="num_cpus > 0 and num_gpus >= 0")
-    actors = num_actors or _default_actors(ray.cluster_resources(), num_cpus, num_gpus)
+    actors = num_actors or default_actors(ray.cluster_resources(), num_cpus, num_gpus)
     options = {"batch_size": batch_size, **predict_options}
     source = str(model)
     udf: type[ImagePredictor] | type[TablePredictor] = TablePredictor
@@ -383,8 +383,8 @@ def predict_dataset(
     return out
 
 
-def _default_actors(resources: dict[str, float], num_cpus: float, num_gpus: float) -> int:
-    """One actor per ``num_gpus`` GPUs when actors take GPUs, else per ``num_cpus`` CPUs of the cluster."""
+def default_actors(resources: dict[str, float], num_cpus: float, num_gpus: float) -> int:
+    """The default pool size: one actor per ``num_gpus`` GPUs when actors take GPUs, else per ``num_cpus`` CPUs of the cluster."""
     if num_gpus:
         return max(1, int(resources.get("GPU", 0) // num_gpus))
     return max(1, int(resources.get("CPU", 1) // num_cpus))
