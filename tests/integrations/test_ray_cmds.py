@@ -38,6 +38,7 @@ def test_ray_cli_rows_equal_local_predict(ray_cluster, image_folder: Path, small
     assert len(local) == 120 and sum(not r["ok"] for r in local) >= 5
     assert local[0]["path"].startswith(image_folder.name + "/")
 
+    progress = _record_progress(monkeypatch)
     code, out, err = _run(capsys, *common, "--engine", "ray", "--num-actors", "2", "--batch-size", "16")
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]  # stdout holds the JSON lines and nothing else
@@ -45,6 +46,28 @@ def test_ray_cli_rows_equal_local_predict(ray_cluster, image_folder: Path, small
     for mine, theirs in zip(rows, local):
         _same_row(mine, theirs)
     assert "120 images" in err and "failed: " in err
+    assert progress == {"total": 120, "steps": 120}  # the bar (shown on a terminal) follows every row
+
+
+def _record_progress(monkeypatch) -> dict[str, int]:
+    """Record the progress bar the Ray CLI makes (its total, the steps it advances)."""
+    import pthkit.engine.progress as progress_mod
+
+    seen: dict[str, int] = {}
+    real = progress_mod.progress_bar
+
+    def recording(label: str, total: int, **options):
+        bar = real(label, total, enabled=False)
+        seen.update(total=total, steps=0)
+
+        def advance(steps: float = 1) -> None:
+            seen["steps"] += int(steps)
+
+        bar.advance = advance  # type: ignore[method-assign]
+        return bar
+
+    monkeypatch.setattr(progress_mod, "progress_bar", recording)
+    return seen
 
 
 @pytest.mark.slow  # the API's write_rows is tested in the default suite (test_ray.py); this is the CLI's --out
@@ -60,8 +83,10 @@ def test_ray_cli_out_file_holds_local_predicts_rows(ray_cluster, image_folder: P
     local = [json.loads(line) for line in out.splitlines()]
     target = tmp_path / "rows.parquet"
     target.write_bytes(b"an older file: replaced, as predict's other output files are")
+    progress = _record_progress(monkeypatch)
     code, _, err = _run(capsys, *common[:2], "--top-k", "3", "--device", "cpu", "--engine", "ray", "--num-actors", "1",
                         "--out", target)
+    assert progress == {"total": 120, "steps": 120}
     assert code == 1  # failed images and no --allow-failures: the exit code says so, the file is still written
     assert f"120 images, {sum(not r['ok'] for r in local)} failed" in err
     table = pq.read_table(target)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional, cast
 
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import ray.data
 
     from pthkit.cli._rows import ImageRowPrinter, TableRowPrinter
+    from pthkit.engine.progress import ProgressBar
     from pthkit.model import Model
     from pthkit.tasks.outputs import TensorPrediction
     from pthkit.tasks.predict import Prediction
@@ -120,15 +121,16 @@ def maybe_predict_ray(
 
     started = _start(init_local, address)
     try:
-        ds = _predict(handle, model, inputs, worker_open, columns=split_list(columns), num_actors=num_actors,
-                      batch_size=batch_size, options=options)
+        ds, expected = _predict(handle, model, inputs, worker_open, columns=split_list(columns),
+                                num_actors=num_actors, batch_size=batch_size, options=options)
         shown_names = names or handle.output_names
-        if out is not None:
-            failed, n_failed, total = _write(ds, out, shown_names)
-        else:
-            failed, total = _print(ds, shown_names, image=image, mode=mode, top_k=top_k, json_out=json_out,
-                                   csv_out=csv_out)
-            n_failed = len(failed)
+        with _progress(expected, unit="images" if image else "rows") as bar:
+            if out is not None:
+                failed, n_failed, total = _write(ds, out, shown_names, on_rows=bar.advance)
+            else:
+                failed, total = _print(ds, shown_names, image=image, mode=mode, top_k=top_k, json_out=json_out,
+                                       csv_out=csv_out, on_rows=bar.advance)
+                n_failed = len(failed)
     except Exception as err:  # noqa: BLE001 - a job that failed on the cluster becomes one line, never a traceback
         raise _one_line(err) from None
     finally:
@@ -276,9 +278,19 @@ def _start(init: Any, address: str | None) -> bool:
                                 "Check that Ray starts here (`ray start --head`).") from err
 
 
+def _progress(total: int, *, unit: str) -> ProgressBar:
+    """The bar local ``predict`` shows (stderr, a terminal, from 64 inputs on), advanced as rows reach the driver."""
+    from pthkit.cli._output import err_console
+    from pthkit.cli.predict_cmds import _PROGRESS_FROM
+    from pthkit.engine.progress import progress_bar
+
+    return progress_bar(f"ray predict ({unit})", total, enabled=total >= _PROGRESS_FROM and err_console.is_terminal)
+
+
 def _predict(handle: Model, model: str, inputs: list[str], worker_open: dict[str, Any], *,
              columns: list[str] | None, num_actors: int | None, batch_size: int,
-             options: dict[str, Any]) -> ray.data.Dataset:
+             options: dict[str, Any]) -> tuple[ray.data.Dataset, int]:
+    """The prediction dataset (not yet run) and its number of input rows."""
     from pthkit.cli._output import err_console
     from pthkit.integrations.ray import (
         check_table_columns,
@@ -307,16 +319,17 @@ def _predict(handle: Model, model: str, inputs: list[str], worker_open: dict[str
     actors = num_actors or default_actors(resources, 1, gpus)
     err_console.print(f"ray: {int(resources.get('CPU', 0))} CPUs, {int(resources.get('GPU', 0))} GPUs in the cluster;"
                       f" {actors} actor(s), batch {batch_size}", markup=False, soft_wrap=True)
-    return out
+    return out, ds.count()  # the input dataset: its blocks are in memory, counting runs nothing
 
 
-def _write(ds: ray.data.Dataset, out: Path, output_names: list[str] | None) -> tuple[list[Prediction], int, int]:
+def _write(ds: ray.data.Dataset, out: Path, output_names: list[str] | None, *,
+           on_rows: Callable[[int], object]) -> tuple[list[Prediction], int, int]:
     """Stream the rows to ``out``; return the first failed rows (read back from the file), their count, the total."""
     import itertools
 
     from pthkit.integrations.ray import write_rows
 
-    target, total, n_failed = write_rows(ds, out, output_names=output_names)
+    target, total, n_failed = write_rows(ds, out, output_names=output_names, on_rows=on_rows)
     failed: list[Prediction] = []
     if n_failed:
         failed = list(itertools.islice((p for p in _read_back(target, output_names) if not p.ok), _FAILED_SHOWN))
@@ -347,15 +360,21 @@ def _read_back(target: Path, output_names: list[str] | None) -> Iterator[Predict
 
 
 def _print(ds: ray.data.Dataset, output_names: list[str] | None, *, image: bool, mode: str, top_k: int,
-           json_out: bool, csv_out: bool) -> tuple[list[Prediction], int]:
+           json_out: bool, csv_out: bool, on_rows: Callable[[int], object]) -> tuple[list[Prediction], int]:
     """Print the rows as local ``predict`` does, as they arrive; return the failed ones and the count."""
     from pthkit.integrations.ray import iter_predictions
 
-    rows = iter_predictions(ds, output_names=output_names)
+    rows = _counted(iter_predictions(ds, output_names=output_names), on_rows)
     if image:
         return _print_images(rows, mode=mode, top_k=top_k, json_out=json_out, csv_out=csv_out)
     return _print_tables(cast("Iterator[TensorPrediction]", rows), top_k=top_k, json_out=json_out,  # table rows
                          csv_out=csv_out)
+
+
+def _counted(rows: Iterator[Prediction], on_rows: Callable[[int], object]) -> Iterator[Prediction]:
+    for p in rows:
+        on_rows(1)
+        yield p
 
 
 def _print_images(rows: Iterable[Prediction], *, mode: str, top_k: int, json_out: bool,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -408,9 +408,10 @@ def _arrow_batches(ds: ray.data.Dataset, batch_size: int) -> Iterator[pyarrow.Ta
         yield cast("pyarrow.Table", batch)
 
 
-def write_rows(ds: ray.data.Dataset, out: str | os.PathLike[str], *,
-               output_names: Sequence[str] | None = None) -> tuple[Path, int, int]:
-    """Stream prediction rows into one file on the driver; return ``(file, rows, failed rows)``.
+def write_rows(ds: ray.data.Dataset, out: str | os.PathLike[str], *, output_names: Sequence[str] | None = None,
+               on_rows: Callable[[int], object] | None = None) -> tuple[Path, int, int]:
+    """Stream prediction rows into one file on the driver; return ``(file, rows, failed rows)``. ``on_rows`` is
+    called with each batch's row count as it is written (a progress bar).
 
     - ``.parquet``: the :data:`ROW_COLUMNS` schema (:func:`pthkit.integrations.row_schema`);
     - ``.jsonl``: one line per row, the very line ``pthkit predict --json`` prints for that input;
@@ -444,6 +445,8 @@ def write_rows(ds: ray.data.Dataset, out: str | os.PathLike[str], *,
                     total += batch.num_rows
                     failed += batch.num_rows - sum(bool(v) for v in batch.column("ok").to_pylist())
                     writer.write_table(batch.select(list(ROW_COLUMNS)).cast(schema))
+                    if on_rows is not None:
+                        on_rows(batch.num_rows)
         else:
             with open(tmp, "w", encoding="utf-8", newline="") as fh:
                 writer_csv = csv.writer(fh) if suffix == ".csv" else None
@@ -460,6 +463,8 @@ def write_rows(ds: ray.data.Dataset, out: str | os.PathLike[str], *,
                                       + "\n" for r in records)
                     else:
                         writer_csv.writerows([_csv_cell(r[c]) for c in ROW_COLUMNS] for r in records)
+                    if on_rows is not None:
+                        on_rows(len(records))
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
