@@ -75,3 +75,15 @@ def test_resolve_label_names_order_and_mismatch(tmp_path: Path):
     assert resolve_label_names(1000)[1] == "imagenet"
     with pytest.raises(PreprocessError, match="3 names"):
         resolve_label_names(2, labels=["a", "b", "c"])
+
+
+def test_a_pipe_or_folder_is_named_for_what_it_is(tmp_path):
+    """`--labels <(...)` is a pipe: refused at once (never read, never a hang), and the message says why."""
+    import os
+
+    fifo = tmp_path / "labels.fifo"
+    os.mkfifo(fifo)
+    for path, why in ((fifo, "not a regular file"), (tmp_path, "a folder"), (tmp_path / "nope.txt", "no such file")):
+        with pytest.raises(InputNotFoundError) as caught:
+            read_labels(path)
+        assert why in str(caught.value) and "\n" not in str(caught.value)

@@ -83,6 +83,12 @@ def _from_json(path: Path, text: str) -> list[str]:
     return [str(v) for v in data]
 
 
+def _not_a_file(path: Path) -> str:
+    if path.is_dir():
+        return "a folder"
+    return "not a regular file: a pipe or a device" if path.exists() else "no such file"
+
+
 def read_labels(path: str | os.PathLike[str]) -> list[str]:
     """Class names from a text file (one per line) or JSON (a list, or a ``{"index": name}`` mapping), in index order.
 
@@ -93,8 +99,9 @@ def read_labels(path: str | os.PathLike[str]) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError.build(
-            "labels file", received=f"{str(path)!r} ({'a folder' if path.is_dir() else 'no such file'})",
-            expected="a text file with one class name per line, or a JSON list", hint="Check the --labels path.",
+            "labels file", received=f"{str(path)!r} ({_not_a_file(path)})",
+            expected="a text file with one class name per line, or a JSON list",
+            hint="Check the --labels path (a pipe such as <(...) is not read: save the names to a file).",
         )
     size = path.stat().st_size
     if size > MAX_LABELS_BYTES:
