@@ -27,9 +27,12 @@ from pthkit.cli._safe_text import safe_text
 from pthkit.errors import PreprocessError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from pthkit.model import Model
     from pthkit.tasks.outputs import OutputBlock
 
-__all__ = ["BlockWriter", "Format", "output_columns"]
+__all__ = ["BlockWriter", "Format", "output_columns", "predict_table_blocks"]
 
 Format = Literal["csv", "json", "text"]
 _CELLS_PER_CHUNK = 1 << 20  # values formatted per pyarrow call: bounds the text held at once, whatever the width
@@ -245,8 +248,8 @@ def _arrow_text(pa: Any, text: str) -> Any:
     return pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(data)])[0]
 
 
-def predict_table_blocks(handle: Any, items: Any, *, fmt: Format | None, save_outputs: Any, batch_size: int,
-                         columns: list[str] | None, allow_nan: bool, output_names: list[str] | None,
+def predict_table_blocks(handle: Model, items: object, *, fmt: Format | None, save_outputs: Path | None,
+                         batch_size: int, columns: list[str] | None, allow_nan: bool, output_names: list[str] | None,
                          progress: bool, stream: IO[str]) -> None:
     """``pthkit predict`` for raw/regression outputs: :func:`~pthkit.tasks.outputs.predict_blocks` to ``stream`` as
     ``fmt`` (``None``: nothing printed, ``save_outputs`` only) and to ``save_outputs``; notes on stderr."""
